@@ -1,0 +1,60 @@
+"""Errors that name the record and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DataError", "KecpmError", "Problem"]
+
+
+class KecpmError(Exception):
+    """Base class of kecpm's own errors."""
+
+
+class Problem:
+    """One problem found in one record of one source."""
+
+    __slots__ = ("line", "message", "record", "source")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | Path | None = None,
+        line: int | None = None,
+        record: str | None = None,
+    ) -> None:
+        self.message = message
+        self.source = str(source) if source is not None else None
+        self.line = line
+        self.record = record
+
+    def where(self) -> str:
+        parts = []
+        if self.source is not None:
+            parts.append(self.source if self.line is None else f"{self.source}:{self.line}")
+        elif self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.record is not None:
+            parts.append(f"record {self.record!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"source": self.source, "line": self.line, "record": self.record, "message": self.message}
+
+
+class DataError(KecpmError, ValueError):
+    """Bad input data; carries every problem found, each naming its file, line or record."""
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        head = "; ".join(str(p) for p in self.problems[:5])
+        more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(head + more)

@@ -1,0 +1,146 @@
+"""The records every stage shares: Entity, Quintuple, Post.
+
+Spans are token offsets ``[start, end)`` into ``Post.tokens``. A Post validates that each span lies
+inside its tokens and that the tokens spell the entity's name, so a stage never sees a broken record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .labels import EntityType, Relation, parse_entity_type, parse_relation
+
+__all__ = ["Demonstration", "Entity", "Post", "Quintuple", "Span"]
+
+Span = tuple[int, int]
+
+
+class Entity(BaseModel):
+    """A named entity: its surface name, its type and, when known, its token span ``[start, end)``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    type: EntityType
+    span: Span | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _read_type(cls, value: object) -> object:
+        return parse_entity_type(value) if isinstance(value, str) else value
+
+    @field_validator("span")
+    @classmethod
+    def _check_span(cls, value: Span | None) -> Span | None:
+        if value is not None and not 0 <= value[0] < value[1]:
+            raise ValueError(f"span {list(value)} is not a non-empty [start, end) with start >= 0")
+        return value
+
+
+class Quintuple(BaseModel):
+    """(head entity, head type, tail entity, tail type, relation); direction matters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    head: Entity
+    tail: Entity
+    relation: Relation
+
+    @field_validator("relation", mode="before")
+    @classmethod
+    def _read_relation(cls, value: object) -> object:
+        return parse_relation(value) if isinstance(value, str) else value
+
+    def surface(self) -> tuple[str, str, str, str, str]:
+        """The five strings compared by surface matching: head, head type, tail, tail type, relation."""
+        return (
+            self.head.name,
+            self.head.type.value,
+            self.tail.name,
+            self.tail.type.value,
+            self.relation.value,
+        )
+
+
+class Post(BaseModel):
+    """A social-media post: text (as tokens), its image, and what is known about it.
+
+    ``tokens`` and ``text`` fill each other in: given only ``text``, the tokens are its whitespace
+    split; given only ``tokens``, the text is their join with single spaces (the JMERE convention).
+    """
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    id: Annotated[str, Field(min_length=1)]
+    tokens: list[str] = Field(default_factory=list)
+    text: str = ""
+    img_id: str | None = None
+    image_path: Path | None = None
+    image_descriptions: list[str] = Field(default_factory=list)
+    knowledge: list[str] = Field(default_factory=list)
+    quintuples: list[Quintuple] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> Self:
+        if not self.tokens and self.text:
+            self.tokens = self.text.split()
+        if not self.text and self.tokens:
+            self.text = " ".join(self.tokens)
+        if not self.tokens:
+            raise ValueError("the post has no text")
+        for q in self.quintuples:
+            for role, entity in (("head", q.head), ("tail", q.tail)):
+                if entity.span is None:
+                    continue
+                start, end = entity.span
+                if end > len(self.tokens):
+                    raise ValueError(
+                        f"{role} {entity.name!r}: span [{start}, {end}) is out of range for {len(self.tokens)} tokens"
+                    )
+                spelled = " ".join(self.tokens[start:end])
+                if spelled != entity.name:
+                    raise ValueError(
+                        f"{role} {entity.name!r}: span [{start}, {end}) spells {spelled!r}, not the entity name"
+                    )
+        return self
+
+    @property
+    def image_description(self) -> str:
+        """All image descriptions joined into one string ("" when there is none)."""
+        return " ".join(d.strip() for d in self.image_descriptions if d.strip())
+
+    def entities(self) -> list[Entity]:
+        """The distinct gold entities, in order of first mention in the quintuples."""
+        seen: dict[Entity, None] = {}
+        for q in self.quintuples:
+            seen.setdefault(q.head)
+            seen.setdefault(q.tail)
+        return list(seen)
+
+
+class Demonstration(BaseModel):
+    """A labelled example shown to the LLM: a post's text and image description, its gold quintuples,
+    and, when a person wrote one, the answer with its reasoning (the KECPM prompts' ``Answer:``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: Annotated[str, Field(min_length=1)]
+    text: Annotated[str, Field(min_length=1)]
+    image_description: str = ""
+    quintuples: tuple[Quintuple, ...] = ()
+    answer: str | None = None
+    source: str = ""
+
+    @classmethod
+    def from_post(cls, post: Post, *, source: str = "", answer: str | None = None) -> Demonstration:
+        return cls(
+            id=post.id,
+            text=post.text,
+            image_description=post.image_description,
+            quintuples=tuple(post.quintuples),
+            answer=answer,
+            source=source,
+        )
