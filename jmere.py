@@ -189,9 +189,7 @@ def read_kecpm(path: str | Path, *, lenient: bool = False) -> list[Post]:
     return posts
 
 
-def load_split(
-    seed_dir: str | Path, split: str, *, captions: bool = True, knowledge: bool = True
-) -> list[Post]:
+def load_split(seed_dir: str | Path, split: str, *, captions: bool = True, knowledge: bool = True) -> list[Post]:
     """One split of a KECPM seed folder, with its OFA captions and ChatGPT knowledge when present.
 
     Reads ``{split}.json``, then overlays ``{split}_ofa_image_caption.json`` and

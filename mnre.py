@@ -81,9 +81,7 @@ def read_mnre(path: str | Path, *, lenient: bool = False) -> list[Post]:
         try:
             quintuple = _quintuple(raw)
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
-            problems.append(
-                Problem(str(exc).splitlines()[0], source=path, line=line, record=raw.get("img_id"))
-            )
+            problems.append(Problem(str(exc).splitlines()[0], source=path, line=line, record=raw.get("img_id")))
             continue
         if quintuple is not None:
             groups.setdefault((tuple(raw["token"]), raw["img_id"]), []).append(quintuple)

@@ -61,30 +61,30 @@ _NAMES: dict[EntityType, tuple[str, ...]] = {
     ),
 }
 
-P, L, O, M = EntityType.PER, EntityType.LOC, EntityType.ORG, EntityType.MISC
+PER, LOC, ORG, MISC = EntityType.PER, EntityType.LOC, EntityType.ORG, EntityType.MISC
 # (text with {h} and {t}, head type, tail type, relation)
 TEMPLATES: tuple[tuple[str, EntityType, EntityType, Relation], ...] = (
-    ("{h} shares a photo with her son {t} after the game", P, P, Relation.PARENT),
-    ("{h} and his brother {t} open a bakery together", P, P, Relation.SIBLINGS),
-    ("{h} and her husband {t} celebrate ten years of marriage", P, P, Relation.COUPLE),
-    ("{h} lives next door to {t} and they wave every morning", P, P, Relation.NEIGHBOR),
-    ("{h} and {t} perform on stage tonight", P, P, Relation.PEER),
-    ("{h} is charged over the attack on {t}", P, P, Relation.CHARGES),
-    ("{h} returns to {t} to give the graduation speech", P, O, Relation.ALUMI),
-    ("{h} , also known as {t} , announces a new album", P, P, Relation.ALTERNATE_NAMES),
-    ("{h} moved to {t} last spring", P, L, Relation.PLACE_OF_RESIDENCE),
-    ("{h} was born in {t} in 1990", P, L, Relation.PLACE_OF_BIRTH),
-    ("{h} signs a new contract with {t}", P, O, Relation.MEMBER_OF),
-    ("{h} becomes a unit of {t} after the merger", O, O, Relation.SUBSIDIARY),
-    ("{h} opens its new headquarters in {t}", O, L, Relation.LOCATE_AT),
-    ("{h} welcomes visitors to the old harbour of {t}", L, L, Relation.CONTAIN),
-    ("{h} appears in the trailer for {t}", P, M, Relation.PRESENT_IN),
-    ("{h} wins {t} for the second time", P, M, Relation.AWARDED),
-    ("{h} speaks about being {t} in the industry", P, M, Relation.RACE),
-    ("{h} celebrates {t} holidays with family", P, M, Relation.RELIGION),
-    ("{h} becomes the first {t} player to win here", P, L, Relation.NATIONALITY),
-    ("{h} joins {t} as its newest region", L, L, Relation.PART_OF),
-    ("{h} will be held in {t} this summer", M, L, Relation.HELD_ON),
+    ("{h} shares a photo with her son {t} after the game", PER, PER, Relation.PARENT),
+    ("{h} and his brother {t} open a bakery together", PER, PER, Relation.SIBLINGS),
+    ("{h} and her husband {t} celebrate ten years of marriage", PER, PER, Relation.COUPLE),
+    ("{h} lives next door to {t} and they wave every morning", PER, PER, Relation.NEIGHBOR),
+    ("{h} and {t} perform on stage tonight", PER, PER, Relation.PEER),
+    ("{h} is charged over the attack on {t}", PER, PER, Relation.CHARGES),
+    ("{h} returns to {t} to give the graduation speech", PER, ORG, Relation.ALUMI),
+    ("{h} , also known as {t} , announces a new album", PER, PER, Relation.ALTERNATE_NAMES),
+    ("{h} moved to {t} last spring", PER, LOC, Relation.PLACE_OF_RESIDENCE),
+    ("{h} was born in {t} in 1990", PER, LOC, Relation.PLACE_OF_BIRTH),
+    ("{h} signs a new contract with {t}", PER, ORG, Relation.MEMBER_OF),
+    ("{h} becomes a unit of {t} after the merger", ORG, ORG, Relation.SUBSIDIARY),
+    ("{h} opens its new headquarters in {t}", ORG, LOC, Relation.LOCATE_AT),
+    ("{h} welcomes visitors to the old harbour of {t}", LOC, LOC, Relation.CONTAIN),
+    ("{h} appears in the trailer for {t}", PER, MISC, Relation.PRESENT_IN),
+    ("{h} wins {t} for the second time", PER, MISC, Relation.AWARDED),
+    ("{h} speaks about being {t} in the industry", PER, MISC, Relation.RACE),
+    ("{h} celebrates {t} holidays with family", PER, MISC, Relation.RELIGION),
+    ("{h} becomes the first {t} player to win here", PER, LOC, Relation.NATIONALITY),
+    ("{h} joins {t} as its newest region", LOC, LOC, Relation.PART_OF),
+    ("{h} will be held in {t} this summer", MISC, LOC, Relation.HELD_ON),
 )
 _PREFIXES = ("", "RT @newsdesk : ", "Breaking : ", "Photo : ", "Tonight : ")
 _SUFFIXES = ("", " .", " !", " #news", " via @wire")

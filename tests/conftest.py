@@ -30,9 +30,7 @@ def split_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "seed_0"
     for split, seed, n in (("train", 1, 42), ("val", 2, 21)):
         data = synthetic_posts(n, seed=seed, id_prefix=split)
-        data = [
-            p.model_copy(update={"knowledge": [f"{p.quintuples[0].head.name} is well known."]}) for p in data
-        ]
+        data = [p.model_copy(update={"knowledge": [f"{p.quintuples[0].head.name} is well known."]}) for p in data]
         write_kecpm(data, folder / f"{split}.json")
         write_kecpm(data, folder / f"{split}_ofa_image_caption.json")
         write_kecpm(data, folder / f"{split}_ofa_knowledge.json")
