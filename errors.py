@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DataError", "KecpmError", "Problem"]
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = ["DataError", "KecpmError", "Problem", "describe_validation_error"]
 
 
 class KecpmError(Exception):
@@ -58,3 +62,11 @@ class DataError(KecpmError, ValueError):
         head = "; ".join(str(p) for p in self.problems[:5])
         more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(head + more)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic ValidationError as one line: ``field: message``."""
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message

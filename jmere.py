@@ -11,21 +11,21 @@ Three shapes share one record layout ``{"token", "img_id", "label_list"}``:
 
 Records get ids from their image: ``img_id``, and ``img_id#2``, ``img_id#3``... for later records
 of the same image (the released splits repeat a sentence when it has several quintuples).
-Writers reproduce the released files byte for byte: arrays as ``json.dumps`` writes them, JSON
-Lines with non-ASCII characters kept.
+Writers reproduce the released files byte for byte: ``json.dumps`` with non-ASCII characters kept,
+an array in one line, or JSON Lines.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import DataError, Problem
+from .errors import DataError, Problem, describe_validation_error
 from .records import Entity, Post, Quintuple
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "post_to_record",
     "read_kecpm",
     "read_kecpm_records",
-    "relation_counts",
+    "read_posts",
     "validate_kecpm",
     "write_kecpm",
 ]
@@ -126,7 +126,7 @@ def post_from_record(raw: dict[str, Any], *, id: str | None = None) -> Post:
                     )
                 )
             except ValidationError as exc:
-                raise ValueError(f"label {number}: {_first_error(exc)}") from None
+                raise ValueError(f"label {number}: {describe_validation_error(exc)}") from None
             except ValueError as exc:
                 raise ValueError(f"label {number}: {exc}") from None
     try:
@@ -139,29 +139,47 @@ def post_from_record(raw: dict[str, Any], *, id: str | None = None) -> Post:
             quintuples=quintuples,
         )
     except ValidationError as exc:
-        raise ValueError(_first_error(exc)) from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{location}: {message}" if location else message
+        raise ValueError(describe_validation_error(exc)) from None
 
 
 def _parse(path: str | Path) -> tuple[list[Post], list[Problem]]:
     posts: list[Post] = []
     problems: list[Problem] = []
     seen: Counter[str] = Counter()
+    explicit: dict[str, int] = {}
+    records_seen: dict[str, int] = {}
     for line, raw in read_kecpm_records(path):
         if isinstance(raw, Problem):
             problems.append(raw)
             continue
         img_id = raw.get("img_id")
         record_id = None
-        if isinstance(img_id, str) and img_id:
+        if isinstance(raw.get("id"), str) and raw["id"]:
+            # An explicit id (a user's own file) must be unique.
+            record_id = raw["id"]
+            if record_id in explicit:
+                problems.append(
+                    Problem(
+                        f"duplicate id (first at line {explicit[record_id]})", source=path, line=line, record=record_id
+                    )
+                )
+                continue
+            explicit[record_id] = line
+        elif isinstance(img_id, str) and img_id:
             seen[img_id] += 1
             record_id = img_id if seen[img_id] == 1 else f"{img_id}#{seen[img_id]}"
+        fingerprint = json.dumps([raw.get("token"), img_id, raw.get("label_list")], sort_keys=True)
+        if fingerprint in records_seen:
+            problems.append(
+                Problem(
+                    f"duplicate record (same tokens, image and labels as line {records_seen[fingerprint]})",
+                    source=path,
+                    line=line,
+                    record=record_id,
+                )
+            )
+            continue
+        records_seen[fingerprint] = line
         try:
             posts.append(post_from_record(raw, id=record_id))
         except ValueError as exc:
@@ -187,6 +205,15 @@ def read_kecpm(path: str | Path, *, lenient: bool = False) -> list[Post]:
     if problems and not lenient:
         raise DataError(problems)
     return posts
+
+
+def read_posts(path: str | Path, *, lenient: bool = False) -> list[Post]:
+    """Read labelled posts from a KECPM file, or from an MNRE v2 txt file (rebuilt into JMERE posts)."""
+    if Path(path).suffix == ".txt":
+        from .mnre import read_mnre
+
+        return read_mnre(path, lenient=lenient)
+    return read_kecpm(path, lenient=lenient)
 
 
 def load_split(seed_dir: str | Path, split: str, *, captions: bool = True, knowledge: bool = True) -> list[Post]:
@@ -258,11 +285,13 @@ def write_kecpm(
     caption: bool | None = None,
     knowledge: bool | None = None,
     json_lines: bool | None = None,
+    newline: str = "\n",
 ) -> Path:
     """Write Posts in the KECPM format; the shape follows the file name unless told otherwise.
 
     ``*_ofa_knowledge.json`` -> JSON Lines with caption and knowledge; ``*_ofa_image_caption.json`` ->
-    an array with caption; anything else -> a plain array.
+    an array with caption; anything else -> a plain array. ``newline`` ends each JSON line (some
+    released knowledge files use ``"\r\n"``).
     """
     path = Path(path)
     name = path.name
@@ -273,13 +302,8 @@ def write_kecpm(
     records = [post_to_record(p, caption=caption, knowledge=knowledge) for p in posts]
     path.parent.mkdir(parents=True, exist_ok=True)
     if json_lines:
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        text = "".join(json.dumps(r, ensure_ascii=False) + newline for r in records)
     else:
-        text = json.dumps(records)
+        text = json.dumps(records, ensure_ascii=False)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def relation_counts(posts: Sequence[Post]) -> Counter[str]:
-    """How many quintuples each relation has."""
-    return Counter(q.relation.value for p in posts for q in p.quintuples)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import DataError, Problem
+from .errors import DataError, Problem, describe_validation_error
 from .records import Entity, Post, Quintuple
 
 __all__ = ["parse_mnre_label", "read_mnre", "read_mnre_pairs"]
@@ -80,8 +80,10 @@ def read_mnre(path: str | Path, *, lenient: bool = False) -> list[Post]:
             continue
         try:
             quintuple = _quintuple(raw)
-        except (ValidationError, ValueError, TypeError, KeyError) as exc:
-            problems.append(Problem(str(exc).splitlines()[0], source=path, line=line, record=raw.get("img_id")))
+        except ValidationError as exc:
+            problems.append(Problem(describe_validation_error(exc), source=path, line=line, record=raw.get("img_id")))
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.append(Problem(f"malformed pair: {exc}", source=path, line=line, record=raw.get("img_id")))
             continue
         if quintuple is not None:
             groups.setdefault((tuple(raw["token"]), raw["img_id"]), []).append(quintuple)
@@ -95,7 +97,7 @@ def read_mnre(path: str | Path, *, lenient: bool = False) -> list[Post]:
         try:
             posts.append(Post(id=record_id, tokens=list(tokens), img_id=img_id, quintuples=quintuples))
         except ValidationError as exc:
-            problems.append(Problem(str(exc.errors()[0]["msg"]), source=path, record=record_id))
+            problems.append(Problem(describe_validation_error(exc), source=path, record=record_id))
     if problems and not lenient:
         raise DataError(problems)
     return posts
