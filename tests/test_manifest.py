@@ -1,0 +1,29 @@
+from pydantic import BaseModel, SecretStr
+
+from kecpm.manifest import Manifest, file_sha256, redact
+
+
+class _LLM(BaseModel):
+    base_url: str = "http://127.0.0.1:1/v1"
+    api_key: SecretStr = SecretStr("sk-planted-secret-value")
+
+
+def test_redact_removes_secret_values_and_secret_keys():
+    cleaned = redact({"llm": _LLM(), "headers": {"Authorization-Token": "abc"}, "paths": ("a",)})
+    text = str(cleaned)
+    assert "planted" not in text and "abc" not in text
+    assert cleaned["llm"]["base_url"] == "http://127.0.0.1:1/v1"
+    assert cleaned["paths"] == ["a"]
+
+
+def test_manifest_round_trip_hashes_inputs_and_hides_keys(tmp_path):
+    data = tmp_path / "train.json"
+    data.write_text("[]")
+    manifest = Manifest.create(
+        "test", config={"llm": _LLM()}, inputs=[data], models={"llm": "tiny"}, templates={"generate": "generate@v1"}
+    )
+    path = manifest.write(tmp_path / "out" / "manifest.json")
+    assert "planted" not in path.read_text()
+    loaded = Manifest.read(path)
+    assert loaded.inputs == {str(data): file_sha256(data)}
+    assert loaded.templates["generate"] == "generate@v1" and loaded.kecpm_version
