@@ -25,6 +25,7 @@ __all__ = [
     "PredictedQuintuple",
     "PredictionRecord",
     "read_predictions",
+    "read_predictions_lenient",
     "write_predictions",
 ]
 
@@ -73,6 +74,8 @@ class PredictionRecord(BaseModel):
     index: int = Field(ge=0)
     img_id: str | None = None
     quintuples: list[PredictedQuintuple] = Field(default_factory=list)
+    # Set by the readers so later checks (unknown labels) can name the line; never written.
+    line: int | None = Field(default=None, exclude=True)
 
 
 def write_predictions(
@@ -110,7 +113,9 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
                 continue
             try:
                 raw: Any = json.loads(line)
-                records.append(PredictionRecord.model_validate(raw))
+                record = PredictionRecord.model_validate(raw)
+                record.line = number
+                records.append(record)
             except json.JSONDecodeError as exc:
                 problems.append(Problem(f"malformed JSON: {exc.msg}", source=path, line=number))
             except ValidationError as exc:
@@ -127,3 +132,51 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
     if problems:
         raise DataError(problems)
     return records
+
+
+def read_predictions_lenient(path: str | Path) -> tuple[list[PredictionRecord], list[Problem]]:
+    """Read what can be read, and say what could not, each problem naming its line.
+
+    Every non-blank line stays the record at its position (so records keep their alignment with the
+    gold): a line that is not a JSON object becomes a record without quintuples, a malformed quintuple
+    is dropped, an ``index`` out of order is reported and replaced by the position.
+
+    >>> records, problems = read_predictions_lenient("run/predictions.jsonl")  # doctest: +SKIP
+    """
+    path = Path(path)
+    records: list[PredictionRecord] = []
+    problems: list[Problem] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            position = len(records)
+            record = PredictionRecord(index=position, line=number)
+            records.append(record)
+            try:
+                raw: Any = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(Problem(f"malformed JSON: {exc.msg}", source=path, line=number))
+                continue
+            if not isinstance(raw, dict):
+                problems.append(Problem("a predictions line must be a JSON object", source=path, line=number))
+                continue
+            if raw.get("index") != position:
+                problems.append(
+                    Problem(f"index {raw.get('index')!r} out of order (expected {position})", source=path, line=number)
+                )
+            if isinstance(raw.get("img_id"), str):
+                record.img_id = raw["img_id"]
+            quintuples = raw.get("quintuples", [])
+            if not isinstance(quintuples, list):
+                problems.append(Problem("quintuples must be a list", source=path, line=number))
+                continue
+            for order, item in enumerate(quintuples, start=1):
+                try:
+                    record.quintuples.append(PredictedQuintuple.model_validate(item))
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    where = ".".join(str(p) for p in error["loc"])
+                    message = f"quintuple {order}: {where + ': ' if where else ''}{error['msg']}"
+                    problems.append(Problem(message, source=path, line=number))
+    return records, problems
