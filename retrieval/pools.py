@@ -1,0 +1,189 @@
+"""Pools of demonstrations: the human-written ones inside the KECPM prompts, and any labelled posts.
+
+The KECPM release ships the authors' ChatGPT prompts (``train_answers_of_top2.json``, JSON Lines of
+``{"prompt", "content"}``). Each prompt holds two retrieved demonstrations written by people, as blocks::
+
+    Text:<post text>
+    Image descriptions:<caption>
+    Answer:The relation between X (person) and Y (organization) is "member of". Reasoning: ...
+
+followed by the query block, whose ``Answer:`` is empty. :func:`read_human_demonstrations` parses every
+demonstration block, reads the quintuples of its answer and keeps each distinct demonstration once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import DataError, Problem
+from ..jmere import load_split, read_posts
+from ..labels import parse_entity_type, parse_relation
+from ..paths import require_data_dir
+from ..records import Demonstration, Entity, Post, Quintuple
+
+__all__ = [
+    "HUMAN_POOL_FILE",
+    "demonstrations_from_posts",
+    "format_answer",
+    "human_pool",
+    "load_pool",
+    "parse_answer_quintuples",
+    "parse_prompt_demonstrations",
+    "read_human_demonstrations",
+]
+
+#: Where the human demonstrations live, relative to the data folder.
+HUMAN_POOL_FILE = Path("jmere/few_shot/seed_17/train_answers_of_top2.json")
+
+_BLOCK = re.compile(
+    r"^Text:(?P<text>[^\n]*)\nImage descriptions:(?P<image>[^\n]*)\nAnswer:(?P<answer>.*?)(?=\n[ \t]*\nText:|\Z)",
+    re.DOTALL | re.MULTILINE,
+)
+_RELATION = re.compile(
+    r"The relation between (?P<head>.+?) \((?P<head_type>[A-Za-z ]+)\) and (?P<tail>.+?) "
+    r"\((?P<tail_type>[A-Za-z ]+)\) is [\"“](?P<relation>[^\"”]+)[\"”]"
+)
+_NO_RELATION = "There is no mentioned relation in the original text."
+
+
+def parse_prompt_demonstrations(prompt: str) -> list[tuple[str, str, str]]:
+    """The ``(text, image description, answer)`` of each demonstration block of a KECPM prompt.
+
+    Blocks with an empty answer (the query at the end) are left out.
+
+    >>> demo = "Text:A\\nImage descriptions:B\\nAnswer:C"
+    >>> query = "Text:Q\\nImage descriptions:R\\nAnswer:"
+    >>> parse_prompt_demonstrations("Instructions.\\n\\n" + demo + "\\n\\n" + query)
+    [('A', 'B', 'C')]
+    """
+    found = []
+    for match in _BLOCK.finditer(prompt):
+        text, image, answer = (match.group(name).strip() for name in ("text", "image", "answer"))
+        if answer:
+            found.append((text, image, answer))
+    return found
+
+
+def parse_answer_quintuples(answer: str) -> tuple[Quintuple, ...]:
+    """The quintuples stated by a KECPM answer (natural names mapped to labels); ``()`` when it states none.
+
+    Only the part before ``Reasoning:`` is read. Raises ``ValueError`` on an unknown type or relation.
+
+    >>> answer = 'The relation between Ann (person) and Bob (person) is "siblings". Reasoning: ...'
+    >>> [q.surface() for q in parse_answer_quintuples(answer)]
+    [('Ann', 'per', 'Bob', 'per', 'siblings')]
+    """
+    statement = answer.split("Reasoning:", 1)[0]
+    return tuple(
+        Quintuple(
+            head=Entity(name=m["head"].strip(), type=parse_entity_type(m["head_type"])),
+            tail=Entity(name=m["tail"].strip(), type=parse_entity_type(m["tail_type"])),
+            relation=parse_relation(m["relation"]),
+        )
+        for m in _RELATION.finditer(statement)
+    )
+
+
+def format_answer(quintuples: Iterable[Quintuple]) -> str:
+    """The KECPM answer sentence(s) for ``quintuples``, without reasoning: the inverse of
+    :func:`parse_answer_quintuples`.
+
+    >>> from kecpm.records import Entity, Quintuple
+    >>> q = Quintuple(head=Entity(name="Ann", type="per"), tail=Entity(name="Bob", type="per"), relation="siblings")
+    >>> format_answer([q])
+    'The relation between Ann (person) and Bob (person) is "siblings".'
+    """
+    sentences = [
+        f"The relation between {q.head.name} ({q.head.type.natural}) and {q.tail.name} ({q.tail.type.natural}) "
+        f'is "{q.relation.natural}".'
+        for q in quintuples
+    ]
+    return " ".join(sentences) if sentences else _NO_RELATION
+
+
+def _human_id(text: str, image_description: str) -> str:
+    digest = hashlib.sha1(f"{text}\n{image_description}".encode()).hexdigest()[:12]
+    return f"human-{digest}"
+
+
+def read_human_demonstrations(path: str | Path, *, lenient: bool = False) -> list[Demonstration]:
+    """The distinct human-written demonstrations inside a file of KECPM prompts (JSON Lines).
+
+    Each demonstration gets the id ``human-<hash of text and image description>`` and ``source="human"``;
+    repeats (the same demonstration retrieved for many prompts) are kept once, at first sight.
+    Raises :class:`~kecpm.errors.DataError` listing every bad line or answer, unless ``lenient``,
+    which skips them.
+
+    >>> demos = read_human_demonstrations("few_shot/seed_17/train_answers_of_top2.json")  # doctest: +SKIP
+    >>> len(demos)  # doctest: +SKIP
+    43
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    found: dict[str, Demonstration] = {}
+    problems: list[Problem] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            prompt = json.loads(line)["prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            problems.append(Problem(f"not a JSON object with a 'prompt': {exc}", source=path, line=number))
+            continue
+        blocks = parse_prompt_demonstrations(prompt) if isinstance(prompt, str) else []
+        if not blocks:
+            problems.append(
+                Problem("the prompt holds no Text/Image descriptions/Answer block", source=path, line=number)
+            )
+        for text, image, answer in blocks:
+            demo_id = _human_id(text, image)
+            if demo_id in found:
+                continue
+            try:
+                found[demo_id] = Demonstration(
+                    id=demo_id,
+                    text=text,
+                    image_description=image,
+                    quintuples=parse_answer_quintuples(answer),
+                    answer=answer,
+                    source="human",
+                )
+            except ValueError as exc:
+                problems.append(Problem(str(exc), source=path, line=number, record=text[:60]))
+    if problems and not lenient:
+        raise DataError(problems)
+    return list(found.values())
+
+
+def human_pool(data_dir: str | Path | None = None) -> list[Demonstration]:
+    """The human-written demonstrations of the KECPM release (about 43), from the data folder."""
+    return read_human_demonstrations(require_data_dir(data_dir) / HUMAN_POOL_FILE)
+
+
+def demonstrations_from_posts(posts: Sequence[Post], *, source: str = "") -> list[Demonstration]:
+    """One demonstration per labelled post (its text, joined image descriptions and gold quintuples)."""
+    return [Demonstration.from_post(post, source=source) for post in posts]
+
+
+def load_pool(pool: str | Path, *, data_dir: str | Path | None = None, split: str = "train") -> list[Demonstration]:
+    """A pool by name or path: ``"human"``; a KECPM seed folder (its ``split``, with captions); or a
+    labelled file (KECPM ``.json``, e.g. ``train_ofa_image_caption.json``, or MNRE ``.txt``).
+
+    >>> demos = load_pool("human")  # doctest: +SKIP
+    >>> demos = load_pool("data/jmere/few_shot/seed_17", split="train")  # doctest: +SKIP
+    """
+    if str(pool) == "human":
+        return human_pool(data_dir)
+    path = Path(pool)
+    if path.is_dir():
+        return demonstrations_from_posts(load_split(path, split, knowledge=False), source=f"{path.name}/{split}")
+    if path.is_file():
+        return demonstrations_from_posts(read_posts(path), source=path.stem)
+    raise FileNotFoundError(f"{path}: no such pool (give 'human', a KECPM seed folder or a labelled file)")
