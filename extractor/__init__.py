@@ -1,1 +1,66 @@
-"""TODO"""
+"""The knowledge-enhanced extractor: image description + text + knowledge -> quintuples.
+
+Two model families behind one interface (``fit``, ``predict``, ``apredict``, ``save``, ``load``):
+:class:`SpanPairExtractor` (default, offline: all-MiniLM-L6-v2 fine-tuned for typed spans and
+relations between them) and :class:`GenerativeExtractor` (paper-faithful: any local seq2seq or causal
+LM checkpoint writing the linearised quintuples). Early stopping takes a scorer by injection, e.g.
+``kecpm.eval.make_scorer(mode="paper", metric="micro_f1")``.
+
+>>> from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
+>>> model = SpanPairExtractor(parts=InputParts.preset("imagecap_know"))  # doctest: +SKIP
+>>> model.fit(train, val, scorer=scorer, config=TrainConfig(seed=17))  # doctest: +SKIP
+>>> model.save("runs/model"); load_extractor("runs/model").predict(val)  # doctest: +SKIP
+"""
+
+from .base import (
+    FORMAT_VERSION,
+    CheckpointError,
+    EpochLog,
+    Extractor,
+    FitReport,
+    Scorer,
+    TrainConfig,
+    load_extractor,
+)
+from .generative import GenerativeConfig, GenerativeExtractor
+from .inputs import (
+    DEFAULT_TEMPLATE,
+    INPUT_PRESETS,
+    AssembledInput,
+    InputAssembler,
+    InputParts,
+    InputTooLong,
+    Segment,
+)
+from .linearize import ParsedOutput, linearize, parse_linearized
+from .span_model import SpanPairConfig, SpanPairExtractor, default_encoder_path
+from .tool import ExtractionInput, ExtractionResult, make_extraction_tool
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "FORMAT_VERSION",
+    "INPUT_PRESETS",
+    "AssembledInput",
+    "CheckpointError",
+    "EpochLog",
+    "ExtractionInput",
+    "ExtractionResult",
+    "Extractor",
+    "FitReport",
+    "GenerativeConfig",
+    "GenerativeExtractor",
+    "InputAssembler",
+    "InputParts",
+    "InputTooLong",
+    "ParsedOutput",
+    "Scorer",
+    "Segment",
+    "SpanPairConfig",
+    "SpanPairExtractor",
+    "TrainConfig",
+    "default_encoder_path",
+    "linearize",
+    "load_extractor",
+    "make_extraction_tool",
+    "parse_linearized",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,26 @@ def real_data() -> Path:
     if found is None or not (found / "jmere" / "few_shot").is_dir():
         pytest.skip("real data not found: set KECPM_DATA or place it at ../shared/data")
     return found
+
+
+@pytest.fixture
+def scripted_chat():
+    """``scripted_chat(answer, answer, ...)``: a fake chat model replaying AIMessages in order (tool calls
+    included), recording every prompt in ``.seen``; for tests where a scripted model drives an agent."""
+    from collections.abc import Sequence
+
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+    from langchain_core.messages import BaseMessage
+    from pydantic import Field
+
+    class ScriptedChatModel(FakeMessagesListChatModel):
+        seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+        def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+            return self
+
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            self.seen.append(list(messages))
+            return super()._generate(messages, *args, **kwargs)
+
+    return lambda *answers: ScriptedChatModel(responses=list(answers), seen=[])

@@ -1,0 +1,303 @@
+"""Knowledge for many posts: a bounded pool of workers, results streamed as they finish, failures kept.
+
+>>> async with KnowledgeBuilder(LLMConfig.from_env(), cache="out/knowledge.sqlite") as builder:  # doctest: +SKIP
+...     async for item in builder.astream(posts, demonstrations=store_select):
+...         print(item.post_id)
+...     report = await builder.abuild(posts, demonstrations=store_select)  # 0 calls now: all cached
+
+With no ``base_url`` the builder starts the embedded SmolLM2 server and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..records import Demonstration, Post
+from .cache import KnowledgeCache
+from .knowledge import KnowledgeChain
+from .llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_error
+from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, Usage
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from tenacity import AsyncRetrying
+
+__all__ = ["DemonstrationSource", "KnowledgeBuilder"]
+
+DemonstrationSource = (
+    Mapping[str, Sequence[Demonstration]]
+    | Callable[[Post], Awaitable[Sequence[Demonstration]] | Sequence[Demonstration]]
+    | None
+)
+"""Demonstrations per post: a mapping by post id, or a function of the post (such as a store's ``aselect``)."""
+
+_DONE = object()
+
+
+class _Crash:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class KnowledgeBuilder:
+    """Builds knowledge for posts with one LLM client, one cache and a bounded number of posts in flight.
+
+    Give ``llm`` (an :class:`LLMConfig`; its ``base_url=None`` starts the embedded server) or ``model``
+    (any LangChain chat model with tool calling, used as is). ``cache`` is a path or an open
+    :class:`KnowledgeCache`; without one nothing persists. The other options go to
+    :class:`KnowledgeChain`. Use ``async with``: it opens and closes the client, server and cache.
+    """
+
+    def __init__(
+        self,
+        llm: LLMConfig | None = None,
+        *,
+        model: BaseChatModel | None = None,
+        cache: str | Path | KnowledgeCache | None = None,
+        rounds: int = 1,
+        concurrency: int = 8,
+        retry: int | AsyncRetrying = 4,
+        reasks: int = 1,
+        templates: Mapping[str, str] | None = None,
+        template_dirs: Sequence[str | Path] | None = None,
+        progress: bool = True,
+        server_log: str | Path | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.llm = llm if llm is not None or model is not None else LLMConfig.from_env()
+        self._model = model
+        self._cache_arg = cache
+        self.concurrency = concurrency
+        self.progress = progress
+        self._chain_options: dict[str, Any] = {
+            "rounds": rounds,
+            "retry": retry,
+            "reasks": reasks,
+            "templates": templates,
+            "template_dirs": template_dirs,
+        }
+        self._server_log = server_log
+        self._server: EmbeddedServer | None = None
+        self._client: ChatClient | None = None
+        self.cache: KnowledgeCache | None = None
+        self.chain: KnowledgeChain | None = None
+
+    async def __aenter__(self) -> KnowledgeBuilder:
+        try:
+            await self.open()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        if isinstance(self._cache_arg, KnowledgeCache):
+            self.cache = self._cache_arg
+        elif self._cache_arg is not None:
+            self.cache = KnowledgeCache(self._cache_arg)
+        model = self._model
+        options = dict(self._chain_options)
+        if model is None:
+            config = self.llm
+            assert config is not None
+            url = config.base_url
+            if config.embedded:
+                self._server = EmbeddedServer(log_path=self._server_log)
+                await self._server.__aenter__()
+                url = self._server.base_url
+                config = config.model_copy(update={"max_tokens_param": "max_tokens"})
+            self._client = ChatClient(config, base_url=url, max_connections=max(self.concurrency * 2, 16))
+            model = self._client.model
+            options.update(
+                structured_method=config.structured_method,
+                model_name=config.model,
+                params=config.call_params(),
+                vision=config.vision,
+                prices=(config.input_price, config.output_price),
+            )
+        self.chain = KnowledgeChain(model, cache=self.cache, **options)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._server is not None:
+            await self._server.__aexit__()
+            self._server = None
+        if self.cache is not None and not isinstance(self._cache_arg, KnowledgeCache):
+            self.cache.close()
+        self.cache = None
+
+    @property
+    def run_key(self) -> str:
+        """Names the chain configuration; results and failures in the cache are filed under it."""
+        return self._chain().fingerprint
+
+    def _chain(self) -> KnowledgeChain:
+        if self.chain is None:
+            raise RuntimeError("the builder is not open: use `async with KnowledgeBuilder(...) as builder`")
+        return self.chain
+
+    async def ainvoke(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
+        """One post's knowledge (errors raised, not recorded)."""
+        return await self._chain().ainvoke(post, demonstrations)
+
+    async def astream(
+        self,
+        posts: Iterable[Post] | AsyncIterable[Post],
+        demonstrations: DemonstrationSource = None,
+        *,
+        concurrency: int | None = None,
+        progress: bool | None = None,
+    ) -> AsyncIterator[KnowledgeResult | KnowledgeFailure]:
+        """Results and failures as they finish (not in input order); at most ``concurrency`` posts in flight.
+
+        Posts are pulled from ``posts`` only as workers free up, so a long or endless source is fine.
+        Every result and failure is also filed in the cache, under :attr:`run_key`.
+        """
+        from tqdm.auto import tqdm
+
+        chain = self._chain()
+        workers = concurrency or self.concurrency
+        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers)
+        outbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers)
+        total = len(posts) if isinstance(posts, Sequence) else None
+        show = self.progress if progress is None else progress
+        bar = tqdm(total=total, desc="knowledge", unit="post", disable=not show, dynamic_ncols=True)
+
+        async def feed() -> None:
+            try:
+                if isinstance(posts, AsyncIterable):
+                    async for post in posts:
+                        await inbox.put(post)
+                else:
+                    for post in posts:
+                        await inbox.put(post)
+            finally:
+                for _ in range(workers):
+                    await inbox.put(_DONE)
+
+        async def work() -> None:
+            try:
+                while (post := await inbox.get()) is not _DONE:
+                    await outbox.put(await self._one(chain, post, demonstrations))
+            except Exception as exc:  # not a post's failure (those are results): the cache itself broke
+                await outbox.put(_Crash(exc))
+            finally:
+                await outbox.put(_DONE)
+
+        feeder = asyncio.create_task(feed())
+        tasks = [asyncio.create_task(work()) for _ in range(workers)]
+        finished = failed = 0
+        try:
+            while finished < workers:
+                item = await outbox.get()
+                if item is _DONE:
+                    finished += 1
+                    continue
+                if isinstance(item, _Crash):
+                    raise item.error
+                failed += isinstance(item, KnowledgeFailure)
+                bar.update(1)
+                if failed:
+                    bar.set_postfix(failed=failed, refresh=False)
+                yield item
+            await feeder  # re-raises an error of the posts' source
+        finally:
+            bar.close()
+            for task in (feeder, *tasks):
+                task.cancel()
+            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+
+    async def abuild(
+        self,
+        posts: Iterable[Post] | AsyncIterable[Post],
+        demonstrations: DemonstrationSource = None,
+        *,
+        concurrency: int | None = None,
+        progress: bool | None = None,
+        keep_results: bool = True,
+    ) -> BuildReport:
+        """Build every post; one post's failure never stops the rest. Returns the report (with the
+        results, in finishing order, unless ``keep_results=False``)."""
+        chain = self._chain()
+        before = dict(chain.usage)
+        started = time.perf_counter()
+        report = BuildReport()
+        async for item in self.astream(posts, demonstrations, concurrency=concurrency, progress=progress):
+            report.total += 1
+            if isinstance(item, KnowledgeFailure):
+                report.failures.append(item)
+                continue
+            report.succeeded += 1
+            if item.warnings:
+                report.warnings[item.post_id] = list(item.warnings)
+            if keep_results:
+                report.results.append(item)
+        report.usage = {stage: _minus(usage, before[stage]) for stage, usage in chain.usage.items()}
+        report.wall_s = time.perf_counter() - started
+        return report
+
+    def build(
+        self,
+        posts: Iterable[Post],
+        demonstrations: DemonstrationSource = None,
+        **options: Any,
+    ) -> BuildReport:
+        """Synchronous :meth:`abuild`, opening and closing the builder around it."""
+
+        async def run() -> BuildReport:
+            async with self:
+                return await self.abuild(posts, demonstrations, **options)
+
+        return asyncio.run(run())
+
+    async def _one(self, chain: KnowledgeChain, post: Post, source: DemonstrationSource) -> Any:
+        try:
+            demonstrations = await _demonstrations_for(post, source)
+            result = await chain.ainvoke(post, demonstrations)
+        except Exception as exc:
+            kind, retryable = classify_error(exc)
+            message = self._redact(str(exc))
+            if kind == "auth" and self.llm is not None:
+                message += f" (check the key in ${self.llm.api_key_env})"
+            failure = KnowledgeFailure(
+                post_id=post.id,
+                stage=getattr(exc, "stage", None),
+                kind=kind,
+                message=message,
+                # Not retried within this run, but a later run may succeed unless the key or the post is bad
+                retryable=retryable or (not isinstance(exc, LLMCallError) and kind not in ("auth", "input")),
+            )
+            if self.cache is not None:
+                self.cache.put_failure(chain.fingerprint, failure)
+            return failure
+        if self.cache is not None:
+            self.cache.put_result(chain.fingerprint, result)
+        return result
+
+    def _redact(self, text: str) -> str:
+        key = self.llm.resolve_key().get_secret_value() if self.llm is not None else ""
+        return text.replace(key, "***") if len(key) >= 8 else text
+
+
+async def _demonstrations_for(post: Post, source: DemonstrationSource) -> Sequence[Demonstration]:
+    if source is None:
+        return ()
+    if isinstance(source, Mapping):
+        return source.get(post.id, ())
+    found = source(post)
+    return await found if inspect.isawaitable(found) else found
+
+
+def _minus(after: Usage, before: Usage) -> Usage:
+    return Usage(**{name: getattr(after, name) - getattr(before, name) for name in Usage.model_fields})

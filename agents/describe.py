@@ -1,0 +1,48 @@
+"""Image descriptions from a vision model, for posts that come with an image but no caption.
+
+The request is the ``describe_image`` template with the image attached as an ``image_url`` content
+part (Pillow opens, validates and downscales it first), sent through the pipeline's chat model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..prompts import load_template
+from .images import image_part
+
+if TYPE_CHECKING:
+    from .batch import KnowledgeBuilder
+
+__all__ = ["describe_image"]
+
+
+async def describe_image(
+    builder: KnowledgeBuilder,
+    *,
+    image_path: Path | None = None,
+    image_bytes: bytes | None = None,
+    template: str = "describe_image",
+    max_side: int = 1024,
+) -> str:
+    """One sentence on what the image shows; ImageError when the image cannot be read."""
+    from langchain_core.messages import HumanMessage
+
+    if image_bytes is not None:
+        # Pillow validates and re-encodes from a file; a private temporary folder keeps nothing behind.
+        with tempfile.TemporaryDirectory(prefix="kecpm-image-") as folder:
+            path = Path(folder) / "image"
+            path.write_bytes(image_bytes)
+            part = image_part(path, max_side=max_side)
+    else:
+        assert image_path is not None
+        part = image_part(image_path, max_side=max_side)
+    prompt = load_template(template)
+    messages = prompt.chat_prompt().format_messages()
+    messages[-1] = HumanMessage(content=[{"type": "text", "text": messages[-1].text}, part])
+    chain = builder.chain
+    assert chain is not None, "the builder is open"
+    answer = await chain.model.ainvoke(messages)
+    return " ".join(answer.text.split())

@@ -1,0 +1,360 @@
+"""The knowledge chain: generate -> (critique -> revise) x rounds, each stage a prompt template and a
+structured-output LLM call, cached, retried, and kept in the result's trajectory.
+
+>>> chain = KnowledgeChain(chat_model, rounds=1, cache=KnowledgeCache("out/k.sqlite"))  # doctest: +SKIP
+>>> result = await chain.ainvoke(post, demonstrations)  # doctest: +SKIP
+>>> result.knowledge, [step.stage for step in result.steps]  # doctest: +SKIP
+(['...'], ['generate', 'critique', 'revise'])
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from ..labels import EntityType, Relation
+from ..prompts import PromptTemplateFile, load_template
+from ..records import Demonstration, Post, Quintuple
+from .cache import KnowledgeCache, content_key
+from .images import ImageError, image_part
+from .llm import LLMCallError, classify_error, retry_policy
+from .schemas import Critique, Knowledge, KnowledgeResult, Stage, Step, Usage
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import Runnable
+    from tenacity import AsyncRetrying
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "KnowledgeChain",
+    "describe_quintuples",
+    "format_critique",
+    "format_demonstrations",
+    "format_knowledge",
+    "prompt_variables",
+]
+
+DEFAULT_TEMPLATES: dict[Stage, str] = {"generate": "generate@v1", "critique": "critique@v1", "revise": "revise@v1"}
+_SCHEMAS: dict[Stage, type[BaseModel]] = {"generate": Knowledge, "critique": Critique, "revise": Knowledge}
+
+
+def describe_quintuples(quintuples: Sequence[Quintuple]) -> str:
+    """The annotators' answer for gold quintuples, in the style of the paper's demonstrations."""
+    if not quintuples:
+        return "No relation is mentioned in the text."
+    return " ".join(
+        f"The relation between {q.head.name} ({q.head.type.natural}) and {q.tail.name} ({q.tail.type.natural}) "
+        f'is "{q.relation.natural}".'
+        for q in quintuples
+    )
+
+
+def format_demonstrations(demonstrations: Sequence[Demonstration]) -> str:
+    """Text, image description and answer of each demonstration, separated by blank lines."""
+    if not demonstrations:
+        return "(no annotated examples are available)"
+    blocks = []
+    for demo in demonstrations:
+        answer = demo.answer or describe_quintuples(demo.quintuples)
+        blocks.append(f"Text: {demo.text}\nImage descriptions: {demo.image_description or '(none)'}\nAnswer: {answer}")
+    return "\n\n".join(blocks)
+
+
+def format_knowledge(knowledge: Knowledge) -> str:
+    return "\n".join(f"{number}. {statement}" for number, statement in enumerate(knowledge.statements, start=1))
+
+
+def format_critique(knowledge: Knowledge, critique: Critique) -> str:
+    """Each statement with its verdict and reason, then what is missing."""
+    checks = {check.index: check for check in critique.checks}
+    lines = []
+    for number, statement in enumerate(knowledge.statements, start=1):
+        check = checks.get(number)
+        verdict = f"{check.verdict}" + (f" ({check.reason})" if check.reason else "") if check else "not judged"
+        lines.append(f"{number}. {statement}\n   verdict: {verdict}")
+    if critique.missing:
+        lines.append("Missing: " + "; ".join(critique.missing))
+    return "\n".join(lines)
+
+
+def prompt_variables(
+    post: Post, demonstrations: Sequence[Demonstration] = (), *, max_text_chars: int = 2000
+) -> tuple[dict[str, str], list[str]]:
+    """The variables every template may use, and warnings about the post (a text cut to ``max_text_chars``)."""
+    warnings = []
+    text = " ".join(post.text.split())
+    if not text:
+        raise LLMCallError(f"post {post.id!r} has no text", kind="input", retryable=False)
+    if len(text) > max_text_chars:
+        warnings.append(f"text of {len(text):,} characters cut to {max_text_chars:,}")
+        text = text[:max_text_chars]
+    variables = {
+        "types": ", ".join(t.natural for t in EntityType),
+        "relations": ", ".join(r.natural for r in Relation),
+        "demonstrations": format_demonstrations(demonstrations),
+        "text": text,
+        "image_description": post.image_description or "(none)",
+    }
+    return variables, warnings
+
+
+def _describe_bad_answer(answer: Mapping[str, Any]) -> tuple[str, str]:
+    """``(problem, kind)`` for an answer that yielded no parsed output."""
+    raw, error = answer.get("raw"), answer.get("parsing_error")
+    kwargs = getattr(raw, "additional_kwargs", {}) or {}
+    if kwargs.get("refusal") or type(error).__name__ == "ModelRefusalError":
+        return f"the model refused: {kwargs.get('refusal') or error}", "refusal"
+    if error is not None:
+        return f"the answer does not fit the schema: {str(error)[:300]}", "schema"
+    if getattr(raw, "invalid_tool_calls", None):
+        return "the function arguments are not valid JSON", "schema"
+    if not getattr(raw, "content", None):
+        return "the answer is empty", "schema"
+    return "the answer calls no function", "schema"
+
+
+def _structured(model: BaseChatModel, schema: type[BaseModel], method: str) -> Runnable:
+    """A runnable answering ``{"raw", "parsed", "parsing_error"}`` for ``schema``.
+
+    For function calling it binds the tool and parses the call itself: the same request as
+    ``with_structured_output(method="function_calling", include_raw=True)``, without that wrapper's
+    per-call cost (it re-derives the JSON schema for tracing on every call; a ~1 ms floor at scale).
+    """
+    from langchain_core.output_parsers.openai_tools import PydanticToolsParser
+    from langchain_core.runnables import RunnableLambda
+
+    if method != "function_calling":
+        return model.with_structured_output(schema, method=method, include_raw=True)
+    bound = model.bind_tools([schema], tool_choice=schema.__name__)
+    parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
+
+    async def call(messages: list[BaseMessage]) -> dict[str, Any]:
+        raw = await bound.ainvoke(messages)
+        try:
+            return {"raw": raw, "parsed": parser.invoke(raw), "parsing_error": None}
+        except Exception as exc:  # the parser's errors, whatever the provider made of the call
+            return {"raw": raw, "parsed": None, "parsing_error": exc}
+
+    return RunnableLambda(call, name=f"structured_{schema.__name__}")
+
+
+class KnowledgeChain:
+    """generate -> critique -> revise over any LangChain chat model with tool calling.
+
+    ``rounds`` is the number of critique/revise rounds (0: generate only); a round whose critique
+    accepts ends the chain. ``retry`` is a number of retries or a tenacity ``AsyncRetrying``;
+    an answer that does not fit the schema is re-asked ``reasks`` times, then the post fails.
+    ``templates`` maps a stage to a template ref (``"generate@v2"``); ``template_dirs`` are searched
+    before ``$KECPM_PROMPTS_DIR`` and the shipped templates. ``model_name`` and ``params`` enter the
+    cache key (pass what changes the answers; never a key).
+    """
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        rounds: int = 1,
+        cache: KnowledgeCache | None = None,
+        retry: int | AsyncRetrying = 4,
+        reasks: int = 1,
+        templates: Mapping[str, str] | None = None,
+        template_dirs: Sequence[str | Path] | None = None,
+        structured_method: str = "function_calling",
+        model_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        vision: bool = False,
+        max_image_side: int = 1024,
+        max_text_chars: int = 2000,
+        prices: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        if rounds < 0:
+            raise ValueError("rounds must be >= 0")
+        self.model = model
+        self.rounds = rounds
+        self.cache = cache
+        self.retry = retry_policy(retry)
+        self.reasks = reasks
+        refs = {**DEFAULT_TEMPLATES, **(templates or {})}
+        self.templates: dict[Stage, PromptTemplateFile] = {
+            stage: load_template(refs[stage], search_dirs=template_dirs) for stage in DEFAULT_TEMPLATES
+        }
+        self.model_name = model_name or getattr(model, "model_name", None) or type(model).__name__
+        self.params = dict(params or {})
+        self.vision = vision
+        self.max_image_side = max_image_side
+        self.max_text_chars = max_text_chars
+        self.prices = prices
+        self._structured = {stage: _structured(model, schema, structured_method) for stage, schema in _SCHEMAS.items()}
+        self._schema_json = {stage: schema.model_json_schema() for stage, schema in _SCHEMAS.items()}
+        self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
+        self.usage: dict[Stage, Usage] = {stage: Usage() for stage in DEFAULT_TEMPLATES}
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this chain's configuration: results of different configurations never mix in a cache."""
+        return content_key(
+            model=self.model_name,
+            params=self.params,
+            rounds=self.rounds,
+            templates={stage: [t.ref, [m.model_dump() for m in t.messages]] for stage, t in self.templates.items()},
+            schemas=self._schema_json,
+        )[:16]
+
+    def messages(
+        self, stage: Stage, variables: Mapping[str, str], image: Mapping[str, Any] | None = None
+    ) -> list[BaseMessage]:
+        """The messages of ``stage``; an image content part, when given, joins the last (human) message."""
+        from langchain_core.messages import HumanMessage
+
+        messages = self._prompts[stage].format_messages(**variables)
+        if image is not None:
+            messages[-1] = HumanMessage(content=[{"type": "text", "text": messages[-1].text}, dict(image)])
+        return messages
+
+    async def ainvoke(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
+        """Build one post's knowledge; raises LLMCallError (with its stage and kind) when a stage fails for good."""
+        variables, warnings = prompt_variables(post, demonstrations, max_text_chars=self.max_text_chars)
+        image = None
+        if self.vision and post.image_path is not None:
+            try:
+                image = image_part(post.image_path, max_side=self.max_image_side)
+            except ImageError as exc:
+                warnings.append(f"{exc}; the image description is used instead")
+        steps = []
+        step = await self._stage("generate", 0, variables, image)
+        steps.append(step)
+        knowledge: Knowledge = step.output  # type: ignore[assignment]
+        accepted = False
+        for number in range(1, self.rounds + 1):
+            step = await self._stage("critique", number, {**variables, "knowledge": format_knowledge(knowledge)}, image)
+            steps.append(step)
+            critique: Critique = step.output  # type: ignore[assignment]
+            if critique.accept:
+                accepted = True
+                break
+            step = await self._stage(
+                "revise", number, {**variables, "critique": format_critique(knowledge, critique)}, image
+            )
+            steps.append(step)
+            knowledge = step.output  # type: ignore[assignment]
+        return KnowledgeResult(
+            post_id=post.id, knowledge=knowledge.statements, steps=steps, accepted=accepted, warnings=warnings
+        )
+
+    def invoke(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
+        """Synchronous :meth:`ainvoke` (not from inside a running event loop)."""
+        return asyncio.run(self.ainvoke(post, demonstrations))
+
+    def as_runnable(self) -> Runnable:
+        """This chain as a LangChain Runnable over ``{"post": Post, "demonstrations": [...]}``."""
+        from langchain_core.runnables import RunnableLambda
+
+        async def run(inputs: Mapping[str, Any]) -> KnowledgeResult:
+            return await self.ainvoke(inputs["post"], inputs.get("demonstrations", ()))
+
+        return RunnableLambda(run, name="knowledge_chain")
+
+    async def _stage(
+        self, stage: Stage, round_: int, variables: Mapping[str, str], image: Mapping[str, Any] | None
+    ) -> Step:
+        template = self.templates[stage]
+        messages = self.messages(stage, variables, image)
+        key = content_key(
+            stage=stage,
+            template=template.ref,
+            messages=[(m.type, m.content) for m in messages],
+            schema=self._schema_json[stage],
+            model=self.model_name,
+            params=self.params,
+        )
+        schema = _SCHEMAS[stage]
+        if self.cache is not None and (hit := self.cache.get_call(key)) is not None:
+            usage = Usage(cached=1)
+            self.usage[stage] = self.usage[stage] + usage
+            return Step(
+                stage=stage,
+                round=round_,
+                template=template.ref,
+                output=schema.model_validate(hit.output),
+                usage=usage,
+                cached=True,
+                key=key,
+            )
+        output, usage = await self._ask(stage, messages)
+        if self.cache is not None:
+            self.cache.put_call(
+                key, stage=stage, template=template.ref, model=self.model_name, output=output.model_dump(), usage=usage
+            )
+        return Step(stage=stage, round=round_, template=template.ref, output=output, usage=usage, key=key)
+
+    async def _ask(self, stage: Stage, messages: list[BaseMessage]) -> tuple[BaseModel, Usage]:
+        """One structured answer: transport faults retried by the policy, bad answers re-asked."""
+        from langchain_core.messages import HumanMessage
+
+        runnable = self._structured[stage]
+        schema = _SCHEMAS[stage]
+        usage = Usage()
+        conversation = list(messages)
+        problem, kind = "", "schema"
+        try:
+            for _ in range(self.reasks + 1):
+                answer = await self._call_with_retries(runnable, conversation, stage, usage)
+                raw = answer.get("raw")
+                meta = getattr(raw, "usage_metadata", None) or {}
+                spent = Usage(
+                    calls=1,
+                    input_tokens=int(meta.get("input_tokens", 0)),
+                    output_tokens=int(meta.get("output_tokens", 0)),
+                )
+                spent.cost = (spent.input_tokens * self.prices[0] + spent.output_tokens * self.prices[1]) / 1e6
+                usage = usage + spent
+                if answer.get("parsed") is not None and answer.get("parsing_error") is None:
+                    return answer["parsed"], usage
+                problem, kind = _describe_bad_answer(answer)
+                # A fresh human turn, not the bad tool call: providers reject a tool call left unanswered.
+                conversation = [
+                    *messages,
+                    HumanMessage(
+                        f"Your previous answer could not be used: {problem}. "
+                        f"Answer again by calling {schema.__name__} with arguments that fit its schema."
+                    ),
+                ]
+        finally:
+            self.usage[stage] = self.usage[stage] + usage
+        raise LLMCallError(
+            f"{stage}: {problem} (after {self.reasks} re-ask{'s' if self.reasks != 1 else ''})",
+            kind=kind,
+            stage=stage,
+        )
+
+    async def _call_with_retries(
+        self, runnable: Runnable, conversation: list[BaseMessage], stage: Stage, usage: Usage
+    ) -> Mapping[str, Any]:
+        from tenacity import RetryError
+
+        attempts = 0
+        try:
+            async for attempt in self.retry.copy():
+                with attempt:
+                    attempts += 1
+                    return await runnable.ainvoke(conversation)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception() or exc
+            kind, retryable = classify_error(cause)
+            raise LLMCallError(
+                f"{stage}: {type(cause).__name__}: {cause}", kind=kind, retryable=retryable, stage=stage
+            ) from cause
+        except Exception as exc:
+            kind, retryable = classify_error(exc)
+            raise LLMCallError(
+                f"{stage}: {type(exc).__name__}: {exc}", kind=kind, retryable=retryable, stage=stage
+            ) from exc
+        finally:
+            usage.retries += max(0, attempts - 1)
+        raise AssertionError("unreachable: the retry policy neither returned nor raised")

@@ -1,0 +1,343 @@
+"""The KECPM pipeline: a post -> similar demonstrations -> knowledge -> quintuples, as one LangChain Runnable.
+
+``KECPMPipeline`` is a ``Runnable``: ``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``astream``,
+``astream_events`` and ``|`` composition all work. Its three steps are child runnables named
+``retrieve_demonstrations``, ``build_knowledge`` and ``extract_quintuples``, so traces and
+``astream_events`` show each one. It is built from a :class:`PipelineConfig`.
+
+>>> pipeline = KECPMPipeline(PipelineConfig(store="runs/demo/store", extractor="runs/demo/model"))  # doctest: +SKIP
+>>> post = {"text": "Alva Brenner signs with Oakline FC", "image_description": "a man holding a scarf"}
+>>> result = await pipeline.ainvoke(post)  # doctest: +SKIP
+>>> result.quintuples[0].relation  # doctest: +SKIP
+'member_of'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import patch_config
+from pydantic import BaseModel, Field
+
+from ..errors import KecpmError
+from ..predictions import PredictedQuintuple
+from ..records import Demonstration, Post, Quintuple
+from .images import ImageError
+from .pipeline_config import PipelineConfig
+from .schemas import KnowledgeResult, Usage
+
+if TYPE_CHECKING:
+    from langchain_core.callbacks import AsyncCallbackManagerForChainRun
+    from langchain_core.language_models import BaseChatModel
+
+    from ..extractor import Extractor
+    from ..retrieval import DemonstrationStore
+    from .batch import KnowledgeBuilder
+    from .llm import EmbeddedServer
+
+__all__ = ["ImageDescriptionRequired", "KECPMPipeline", "PipelineInput", "PipelineResult"]
+
+
+class ImageDescriptionRequired(KecpmError, ValueError):
+    """A post has an image but no description, and no vision model is configured to describe it."""
+
+
+class PipelineInput(BaseModel):
+    """One post as the pipeline takes it: text, and optionally an image (path or bytes) and its description."""
+
+    text: str = Field(min_length=1, description="the post's text")
+    id: str | None = Field(default=None, description="an id for caches and results (default: a hash of the text)")
+    image_path: Path | None = None
+    image_bytes: bytes | None = Field(default=None, repr=False)
+    image_description: str | None = None
+
+    def to_post(self) -> Post:
+        import hashlib
+
+        post_id = self.id or "post-" + hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+        return Post(
+            id=post_id,
+            text=self.text,
+            image_path=self.image_path,
+            image_descriptions=[self.image_description]
+            if self.image_description and self.image_description.strip()
+            else [],
+        )
+
+
+class PipelineResult(BaseModel):
+    """What the pipeline found for one post, and how it got there."""
+
+    post_id: str
+    text: str
+    image_description: str = ""
+    quintuples: list[PredictedQuintuple]
+    knowledge: KnowledgeResult | None = Field(description="the final knowledge and its critique/revise trajectory")
+    demonstrations: list[Demonstration] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per step")
+    usage: Usage = Field(default_factory=Usage, description="LLM calls and tokens spent on this post")
+
+
+PipelineInputLike = PipelineInput | Post | Mapping[str, Any] | str
+
+
+def as_post(value: PipelineInputLike) -> tuple[Post, bytes | None]:
+    """The Post of any accepted input form, with image bytes when they were given inline."""
+    if isinstance(value, Post):
+        return value, None
+    if isinstance(value, str):
+        value = PipelineInput(text=value)
+    elif isinstance(value, Mapping):
+        value = PipelineInput.model_validate(dict(value))
+    if not isinstance(value, PipelineInput):
+        raise TypeError(f"the pipeline takes a PipelineInput, a Post, a dict or a str, not {type(value).__name__}")
+    return value.to_post(), value.image_bytes
+
+
+class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
+    """post -> demonstrations -> knowledge -> quintuples.
+
+    The store, the extractor and the LLM come from ``config`` unless given ready-made (``store``,
+    ``extractor``, ``model``: any LangChain chat model with tool calling). Resources open on first use;
+    ``aclose()`` / ``close()`` (or ``async with`` / ``with``) release them. The object may be used from
+    several event loops (and from sync code): each loop gets its own LLM client, all share the cache.
+    """
+
+    name: str | None = "kecpm_pipeline"
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        *,
+        store: DemonstrationStore | None = None,
+        extractor: Extractor | None = None,
+        model: BaseChatModel | None = None,
+    ) -> None:
+        self.config = config or PipelineConfig()
+        self._store = store
+        self._extractor = extractor
+        self._model = model
+        self._server: EmbeddedServer | None = None
+        self._builders: dict[asyncio.AbstractEventLoop, KnowledgeBuilder] = {}
+        self._lock = threading.Lock()
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._steps = (
+            RunnableLambda(self._retrieve, name="retrieve_demonstrations")
+            | RunnableLambda(self._build_knowledge, name="build_knowledge")
+            | RunnableLambda(self._extract, name="extract_quintuples")
+        )
+
+    # -- Runnable --------------------------------------------------------------------------------
+    @property
+    def InputType(self) -> type:
+        return PipelineInput
+
+    @property
+    def OutputType(self) -> type:
+        return PipelineResult
+
+    async def ainvoke(
+        self, input: PipelineInputLike, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> PipelineResult:
+        return await self._acall_with_config(self._arun, input, config, run_type="chain", **kwargs)
+
+    def invoke(self, input: PipelineInputLike, config: RunnableConfig | None = None, **kwargs: Any) -> PipelineResult:
+        """Synchronous: runs on the pipeline's own event loop thread, so it works inside or outside a loop."""
+        future: Future[PipelineResult] = asyncio.run_coroutine_threadsafe(
+            self.ainvoke(input, config, **kwargs), self._background_loop()
+        )
+        return future.result()
+
+    async def _arun(
+        self, input: PipelineInputLike, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> PipelineResult:
+        post, image_bytes = as_post(input)
+        state = {"post": post, "image_bytes": image_bytes, "timings": {}}
+        return await self._steps.ainvoke(state, patch_config(config, callbacks=run_manager.get_child()))
+
+    # -- the three steps, also callable alone (the agent's tools use them) -------------------------
+    async def aretrieve(self, post: Post) -> list[Demonstration]:
+        """The demonstrations most similar to ``post`` (none when no store is configured)."""
+        store = self._demonstration_store()
+        if store is None:
+            return []
+        selection = self.config.selection
+        if not post.image_description:
+            # Without an image description, rank by text alone rather than refuse.
+            selection = selection.model_copy(update={"text_weight": 1.0, "image_weight": 0.0})
+        return await store.aselect(post, selection=selection)
+
+    def demonstrations_by_id(self, ids: Sequence[str]) -> list[Demonstration]:
+        """Stored demonstrations by id (unknown ids are left out)."""
+        store = self._demonstration_store()
+        return store.get(list(ids)) if store is not None and ids else []
+
+    async def abuild_knowledge(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
+        """generate -> critique -> revise for ``post``; every LLM call goes through the cache."""
+        builder = await self._builder()
+        return await builder.ainvoke(post, demonstrations)
+
+    async def aextract(self, post: Post) -> list[Quintuple]:
+        """The extractor's quintuples for ``post`` (its knowledge and image description included)."""
+        (quintuples,) = await self._extraction_model().apredict([post])
+        return quintuples
+
+    async def _retrieve(self, state: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        post: Post = await self._describe_image(state["post"], state.pop("image_bytes"))
+        demonstrations = await self.aretrieve(post)
+        state["timings"]["retrieve_demonstrations"] = time.perf_counter() - started
+        return {**state, "post": post, "demonstrations": demonstrations}
+
+    async def _build_knowledge(self, state: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = await self.abuild_knowledge(state["post"], state["demonstrations"])
+        state["timings"]["build_knowledge"] = time.perf_counter() - started
+        return {**state, "knowledge": result}
+
+    async def _extract(self, state: dict[str, Any]) -> PipelineResult:
+        started = time.perf_counter()
+        post: Post = state["post"]
+        knowledge: KnowledgeResult = state["knowledge"]
+        quintuples = await self.aextract(post.model_copy(update={"knowledge": list(knowledge.knowledge)}))
+        state["timings"]["extract_quintuples"] = time.perf_counter() - started
+        return PipelineResult(
+            post_id=post.id,
+            text=post.text,
+            image_description=post.image_description,
+            quintuples=[PredictedQuintuple.from_quintuple(q) for q in quintuples],
+            knowledge=knowledge,
+            demonstrations=state["demonstrations"],
+            timings=state["timings"],
+            usage=knowledge.usage,
+        )
+
+    async def _describe_image(self, post: Post, image_bytes: bytes | None) -> Post:
+        if post.image_descriptions or (post.image_path is None and image_bytes is None):
+            return post
+        if not self.config.llm.vision and self._model is None:
+            raise ImageDescriptionRequired(
+                f"post {post.id!r} has an image but no description: pass image_description, or configure a "
+                "vision-capable endpoint (llm.base_url with llm.vision = true). kecpm has no offline captioning "
+                "model: no PyPI package ships captioning or vision-language weights."
+            )
+        from .describe import describe_image
+
+        builder = await self._builder()
+        try:
+            description = await describe_image(
+                builder, image_path=post.image_path, image_bytes=image_bytes, template=self.config.describe_template
+            )
+        except ImageError as exc:
+            raise ImageDescriptionRequired(f"post {post.id!r}: {exc}") from None
+        return post.model_copy(update={"image_descriptions": [description]})
+
+    # -- resources ---------------------------------------------------------------------------------
+    def _demonstration_store(self) -> DemonstrationStore | None:
+        if self._store is None and self.config.store is not None:
+            from ..retrieval import DemonstrationStore, StoreConfig
+
+            with self._lock:
+                if self._store is None:
+                    self._store = DemonstrationStore(
+                        StoreConfig.from_location(self.config.store, collection=self.config.collection),
+                        selection=self.config.selection,
+                    )
+        return self._store
+
+    def _extraction_model(self) -> Extractor:
+        if self._extractor is None:
+            if self.config.extractor is None:
+                raise KecpmError(
+                    "no extractor: set extractor = <model folder> in the pipeline config "
+                    "(train one with `kecpm train` or `kecpm run`)"
+                )
+            from ..extractor import load_extractor
+
+            with self._lock:
+                if self._extractor is None:
+                    self._extractor = load_extractor(self.config.extractor)
+        return self._extractor
+
+    async def _builder(self) -> KnowledgeBuilder:
+        """The knowledge builder of the running loop (LLM clients are bound to the loop that made them)."""
+        from .batch import KnowledgeBuilder
+
+        loop = asyncio.get_running_loop()
+        builder = self._builders.get(loop)
+        if builder is not None:
+            return builder
+        llm = self.config.llm
+        if self._model is None and llm.embedded:
+            llm = await asyncio.to_thread(self._embedded_config)
+        builder = KnowledgeBuilder(
+            llm if self._model is None else None,
+            model=self._model,
+            cache=self.config.knowledge_cache,
+            rounds=self.config.rounds,
+            concurrency=self.config.concurrency,
+            retry=self.config.retries,
+            templates=self.config.templates,
+            template_dirs=self.config.template_dirs,
+            progress=False,
+        )
+        await builder.open()
+        self._builders[loop] = builder
+        return builder
+
+    def _embedded_config(self) -> Any:
+        """One embedded LLM server per pipeline, shared by every loop's client."""
+        from .llm import EmbeddedServer
+
+        with self._lock:
+            if self._server is None:
+                self._server = EmbeddedServer().start()
+            return self._server.config(**self.config.llm.model_dump(exclude={"base_url", "api_key"}))
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="kecpm-pipeline", daemon=True).start()
+                self._sync_loop = loop
+            return self._sync_loop
+
+    async def aclose(self) -> None:
+        """Close the LLM clients and cache, and stop the embedded server."""
+        loop = asyncio.get_running_loop()
+        for owner, builder in list(self._builders.items()):
+            if owner is loop:
+                await builder.aclose()
+            elif owner.is_running():
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(builder.aclose(), owner))
+            del self._builders[owner]
+        if self._server is not None:
+            await asyncio.to_thread(self._server.stop)
+            self._server = None
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`."""
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._background_loop()).result()
+        with self._lock:
+            if self._sync_loop is not None:
+                self._sync_loop.call_soon_threadsafe(self._sync_loop.stop)
+                self._sync_loop = None
+
+    async def __aenter__(self) -> KECPMPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> KECPMPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""The pipeline's configuration: one pydantic object, from code, a TOML/YAML file, or the environment.
+
+A file holds the fields below at its top level (or under a ``[pipeline]`` table)::
+
+    store = "runs/demo/store"        # a folder (embedded Chroma) or http://HOST:PORT; omit for no demonstrations
+    extractor = "runs/demo/model"    # a model folder written by `kecpm train` / `kecpm run`
+    rounds = 1
+    [selection]
+    k = 2
+    text_weight = 0.5
+    image_weight = 0.5
+    [llm]                            # omit base_url for the embedded SmolLM2 (offline)
+    base_url = "https://api.openai.com/v1"
+    model = "gpt-4o-mini"
+    api_key_env = "OPENAI_API_KEY"   # the key itself never goes into a file
+
+Environment variables ``KECPM_<FIELD>`` (nested with ``__``: ``KECPM_LLM__MODEL``,
+``KECPM_SELECTION__K``) fill what the file or the code leave unset; explicit values win.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..errors import KecpmError
+from ..retrieval.config import SelectionConfig
+from .llm import LLMConfig
+
+__all__ = ["PipelineConfig"]
+
+
+class PipelineConfig(BaseSettings):
+    """What the pipeline is made of: the store, the LLM, the templates, the rounds and the extractor."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KECPM_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    store: str | None = Field(default=None, description="demonstration store: a folder or http://HOST:PORT")
+    collection: str = "kecpm-demonstrations"
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig.from_env)
+    rounds: int = Field(default=1, ge=0, description="critique/revise rounds; 0 = generate only")
+    concurrency: int = Field(default=4, ge=1, description="posts in flight in batch work")
+    retries: int = Field(default=4, ge=0, description="retries of a failed LLM call (429, 5xx, timeouts)")
+    templates: dict[str, str] = Field(default_factory=dict, description="stage -> template ref, e.g. generate@v2")
+    template_dirs: list[Path] = Field(default_factory=list, description="folders searched for templates first")
+    describe_template: str = Field(default="describe_image", description="template that asks for an image caption")
+    knowledge_cache: Path | None = Field(default=None, description="SQLite cache of LLM calls (none: no cache)")
+    extractor: Path | None = Field(default=None, description="a trained extractor's folder")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
+        """Read a ``.toml``, ``.yaml`` or ``.yml`` file; relative paths in it are taken from the file's folder."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such config file") from None
+        try:
+            if path.suffix == ".toml":
+                data = tomllib.loads(text)
+            elif path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                raise KecpmError(f"{path}: a config file must end in .toml, .yaml or .yml")
+        except (tomllib.TOMLDecodeError, ValueError) as exc:
+            raise KecpmError(f"{path}: not a valid config file: {exc}") from None
+        if not isinstance(data, dict):
+            raise KecpmError(f"{path}: the config must be a table of settings")
+        data = dict(data.get("pipeline", data))
+        for key in ("knowledge_cache", "extractor"):
+            if data.get(key):
+                data[key] = _relative_to(path.parent, data[key])
+        if data.get("store") and "://" not in str(data["store"]):
+            data["store"] = str(_relative_to(path.parent, data["store"]))
+        if data.get("template_dirs"):
+            data["template_dirs"] = [_relative_to(path.parent, d) for d in data["template_dirs"]]
+        data.update(overrides)
+        return cls(**data)
+
+
+def _relative_to(base: Path, value: str | Path) -> Path:
+    value = Path(value).expanduser()
+    return value if value.is_absolute() else base / value

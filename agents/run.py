@@ -1,0 +1,419 @@
+"""``kecpm run``: the whole method on a data set, stage by stage, each stage cached and resumable.
+
+index (demonstration store) -> knowledge (LLM, every call cached) -> train (extractor, early stopping
+on val) -> predict -> eval, with a manifest of config, data hashes, model ids, template versions and
+git revision next to the results. A stage whose inputs and settings are unchanged since it last
+finished is skipped; an interrupted knowledge stage resumes from its cache without repeating a call.
+
+This is the pipeline's run step, the one place where ``agents`` calls ``eval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..errors import KecpmError
+from ..jmere import load_split, read_kecpm, write_kecpm
+from ..manifest import Manifest, file_sha256
+from ..records import Post
+from .pipeline_config import PipelineConfig
+
+__all__ = ["RunConfig", "RunResult", "run_method"]
+
+STAGES = ("data", "index", "knowledge", "train", "predict", "eval")
+
+
+class RunConfig(BaseModel):
+    """What ``kecpm run`` does. ``data`` is a KECPM seed folder (``train.json``, ``val.json`` and their
+    caption files); without it, a synthetic sample is written and used."""
+
+    out: Path
+    data: Path | None = None
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    pool: Literal["train", "human"] = Field(default="train", description="which demonstrations to index")
+    knowledge: Literal["llm", "released", "none"] = Field(
+        default="llm", description="llm: build it; released: the authors' ChatGPT files; none"
+    )
+    eval_split: str = Field(default="val", description="the split predicted and scored (select on val)")
+    parts: str = Field(default="imagecap_know", description="extractor input preset")
+    input_template: str = Field(default="extract_input@v1", description="extractor input template (name@vN)")
+    knowledge_sentences: int | None = Field(default=None, ge=1, description="knowledge sentences the extractor reads")
+    epochs: int = Field(default=30, ge=1)
+    patience: int = Field(default=6, ge=1)
+    seed: int = 17
+    limit: int | None = Field(default=None, ge=1, description="only the first N posts of each split")
+    synthetic_size: tuple[int, int] = Field(default=(42, 21), description="synthetic train and val posts")
+    store_dir: Path | None = Field(
+        default=None,
+        description="where the store lives (default: OUT/store); runs that index the same demonstrations may share one",
+    )
+    knowledge_cache: Path | None = Field(
+        default=None,
+        description="the LLM call cache (default: OUT/knowledge.sqlite); runs sharing it never pay for a call twice",
+    )
+    model_cache: Path | None = Field(
+        default=None,
+        description="a folder of trained extractors by training inputs (OUT/model links to one); runs sharing it "
+        "train each distinct input once",
+    )
+
+
+class RunResult(BaseModel):
+    out: Path
+    predictions: Path
+    report: Path
+    manifest: Path
+    scores: dict[str, float]
+    stages: dict[str, dict[str, Any]]
+
+
+StageCallback = Callable[[str, str, float], None]
+
+
+def run_method(config: RunConfig, *, on_stage: StageCallback | None = None) -> RunResult:
+    """Run every stage (skipping those already done with the same inputs); see the module docs."""
+    return _Run(config, on_stage or (lambda stage, status, seconds: None)).run()
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+class _Run:
+    def __init__(self, config: RunConfig, on_stage: StageCallback) -> None:
+        self.config = config
+        self.out = config.out
+        self.on_stage = on_stage
+        self.stages_path = self.out / "stages.json"
+        self.stages: dict[str, dict[str, Any]] = (
+            json.loads(self.stages_path.read_text(encoding="utf-8")) if self.stages_path.exists() else {}
+        )
+        self.store_dir = config.store_dir or self.out / "store"
+        pipeline = config.pipeline.model_copy(
+            update={
+                "store": str(self.store_dir),
+                "knowledge_cache": config.knowledge_cache or self.out / "knowledge.sqlite",
+                "extractor": self.out / "model",
+            }
+        )
+        self.pipeline = pipeline
+        self.files: dict[str, Path] = {}
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _stage(self, name: str, key: str, outputs: Sequence[Path], work: Callable[[], dict[str, Any] | None]) -> None:
+        done = self.stages.get(name, {})
+        if done.get("key") == key and all(p.exists() for p in outputs):
+            self.on_stage(name, "cached", 0.0)
+            return
+        self.on_stage(name, "running", 0.0)
+        started = time.perf_counter()
+        details = work() or {}
+        seconds = time.perf_counter() - started
+        self.stages[name] = {"key": key, "seconds": round(seconds, 3), **details}
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stages_path.write_text(json.dumps(self.stages, indent=2) + "\n", encoding="utf-8")
+        self.on_stage(name, "done", seconds)
+
+    def run(self) -> RunResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        train, val = self._data()
+        self._index(train)
+        train, val = self._knowledge(train, val)
+        self._train(train, val)
+        predictions = self._predict(val)
+        scores = self._eval(predictions)
+        manifest = self._manifest()
+        return RunResult(
+            out=self.out,
+            predictions=predictions,
+            report=self.out / "eval" / "report.md",
+            manifest=manifest,
+            scores=scores,
+            stages=self.stages,
+        )
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _data(self) -> tuple[list[Post], list[Post]]:
+        config = self.config
+        if config.data is None:
+            from ..synthetic import synthetic_posts
+
+            folder = self.out / "data"
+            n_train, n_val = config.synthetic_size
+
+            def write() -> dict[str, Any]:
+                for split, seed, n in (("train", config.seed, n_train), (config.eval_split, config.seed + 1, n_val)):
+                    posts = synthetic_posts(n, seed=seed, id_prefix=f"synthetic-{split}")
+                    write_kecpm(posts, folder / f"{split}.json")
+                    write_kecpm(posts, folder / f"{split}_ofa_image_caption.json")
+                return {"synthetic": True}
+
+            self._stage("data", _digest(["synthetic", n_train, n_val, config.seed]), [folder / "train.json"], write)
+        else:
+            folder = config.data
+            if not (folder / "train.json").is_file():
+                raise KecpmError(f"{folder}: not a KECPM seed folder (no train.json)")
+            self.on_stage("data", "read", 0.0)
+        self.data_dir = folder
+        with_released = config.knowledge == "released"
+        train = load_split(folder, "train", knowledge=with_released)
+        val = load_split(folder, config.eval_split, knowledge=with_released)
+        if config.limit:
+            train, val = train[: config.limit], val[: config.limit]
+        self.files["train"] = folder / "train.json"
+        self.files["eval"] = folder / f"{config.eval_split}.json"
+        return train, val
+
+    def _inputs_key(self) -> list[str]:
+        return [file_sha256(p) for p in (self.files["train"], self.files["eval"])] + [str(self.config.limit)]
+
+    def _index(self, train: list[Post]) -> None:
+        import shutil
+
+        from ..records import Demonstration
+        from ..retrieval import DemonstrationStore, StoreConfig, load_pool
+
+        config = self.config
+        store_dir = self.store_dir
+        key = _digest(["index", config.pool, self._inputs_key(), self.pipeline.collection])
+        # The marker lives in the store, so runs sharing a store build it once.
+        marker = store_dir / "kecpm-index.json"
+        if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
+            self.stages["index"] = json.loads(marker.read_text(encoding="utf-8"))
+            self.on_stage("index", "cached", 0.0)
+            return
+
+        def build() -> dict[str, Any]:
+            if config.pool == "human":
+                demonstrations = load_pool("human", data_dir=_data_root(self.data_dir))
+            else:
+                demonstrations = [Demonstration.from_post(p, source="train") for p in train]
+            shutil.rmtree(store_dir, ignore_errors=True)
+            store = DemonstrationStore(StoreConfig(path=store_dir, collection=self.pipeline.collection), create=True)
+            report = store.add(demonstrations)
+            marker.write_text(json.dumps({"key": key, "demonstrations": len(report.added)}) + "\n", encoding="utf-8")
+            return {"demonstrations": len(report.added)}
+
+        self._stage("index", key, [marker], build)
+
+    def _knowledge(self, train: list[Post], val: list[Post]) -> tuple[list[Post], list[Post]]:
+        config = self.config
+        if config.knowledge != "llm":
+            if config.knowledge == "none":
+                train = [p.model_copy(update={"knowledge": []}) for p in train]
+                val = [p.model_copy(update={"knowledge": []}) for p in val]
+            self.on_stage("knowledge", config.knowledge, 0.0)
+            return train, val
+        folder = self.out / "knowledge"
+        paths = {
+            "train": folder / "train_ofa_knowledge.json",
+            "eval": folder / f"{config.eval_split}_ofa_knowledge.json",
+            # Every post's generate/critique/revise steps, read by experiments' quality signals and diffs.
+            "trajectories": folder / "trajectories.jsonl",
+        }
+        pipeline = self.pipeline
+        key = _digest(
+            [
+                "knowledge",
+                self._inputs_key(),
+                pipeline.llm.call_params(),
+                pipeline.rounds,
+                pipeline.templates,
+                pipeline.selection.model_dump(),
+                self.stages.get("index", {}).get("key"),
+            ]
+        )
+
+        def build() -> dict[str, Any]:
+            return asyncio.run(self._build_knowledge(train, val, paths))
+
+        self._stage("knowledge", key, list(paths.values()), build)
+        return read_kecpm(paths["train"]), read_kecpm(paths["eval"])
+
+    async def _build_knowledge(self, train: list[Post], val: list[Post], paths: dict[str, Path]) -> dict[str, Any]:
+        from ..retrieval import DemonstrationStore, StoreConfig
+        from .batch import KnowledgeBuilder
+
+        pipeline = self.pipeline
+        store = DemonstrationStore(StoreConfig(path=self.store_dir, collection=pipeline.collection))
+
+        async def demonstrations(post: Post) -> list[Any]:
+            return await store.aselect(post, selection=pipeline.selection)
+
+        builder = KnowledgeBuilder(
+            pipeline.llm,
+            cache=pipeline.knowledge_cache,
+            rounds=pipeline.rounds,
+            concurrency=1 if pipeline.llm.embedded else pipeline.concurrency,
+            retry=pipeline.retries,
+            templates=pipeline.templates,
+            template_dirs=pipeline.template_dirs,
+            server_log=self.out / "llm_server.log",
+        )
+        async with builder:
+            report = await builder.abuild([*train, *val], demonstrations, keep_results=False)
+            assert builder.cache is not None and builder.chain is not None
+            missing: list[str] = []
+            for posts, path in ((train, paths["train"]), (val, paths["eval"])):
+                missing += builder.cache.export_kecpm(posts, path, run=builder.run_key)[1]
+            # Results are filed per run key, which runs with other demonstrations share: copy them now.
+            with paths["trajectories"].open("w", encoding="utf-8") as handle:
+                for post in [*train, *val]:
+                    if (found := builder.cache.result(post.id, builder.run_key)) is not None:
+                        handle.write(found.model_dump_json() + "\n")
+            self.templates = {stage: t.ref for stage, t in builder.chain.templates.items()}
+        if report.failures:
+            (self.out / "knowledge_failures.json").write_text(
+                json.dumps([f.model_dump() for f in report.failures], indent=2) + "\n", encoding="utf-8"
+            )
+        return {
+            "run": builder.run_key,
+            "posts": report.total,
+            "failed": report.failed,
+            "without_knowledge": len(missing),
+            "calls": report.calls,
+            "cached_calls": report.cached,
+            "templates": self.templates,
+        }
+
+    def _train(self, train: list[Post], val: list[Post]) -> None:
+        from ..eval import make_scorer
+        from ..extractor import InputParts, SpanPairExtractor, TrainConfig
+        from ..prompts import load_template
+
+        config = self.config
+        model_dir = self.out / "model"
+        key = _digest(
+            [
+                "train",
+                [p.model_dump(mode="json") for p in train],
+                [p.model_dump(mode="json") for p in val],
+                config.parts,
+                config.knowledge_sentences,
+                config.input_template,
+                config.epochs,
+                config.patience,
+                config.seed,
+            ]
+        )
+
+        def fit_into(folder: Path) -> dict[str, Any]:
+            parts = InputParts.preset(config.parts).model_copy(
+                update={"knowledge_sentences": config.knowledge_sentences}
+            )
+            template = load_template(config.input_template, search_dirs=self.pipeline.template_dirs)
+            model = SpanPairExtractor(parts=parts, template=template)
+            report = model.fit(
+                train,
+                val,
+                scorer=make_scorer(mode="paper", metric="micro_f1"),
+                config=TrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed),
+            )
+            _remove(folder)
+            model.save(folder)
+            return {"best_val_micro_f1": report.best_score, "best_epoch": report.best_epoch}
+
+        def fit() -> dict[str, Any]:
+            if config.model_cache is None:
+                return fit_into(model_dir)
+            shared = config.model_cache / key
+            record = shared / "kecpm-fit.json"  # written last: its presence means the model is complete
+            reused = record.exists()
+            if not reused:
+                record.parent.mkdir(parents=True, exist_ok=True)
+                details = fit_into(shared)
+                record.write_text(json.dumps(details) + "\n", encoding="utf-8")
+            _remove(model_dir)
+            # A relative link, so a moved or copied run folder still finds its model.
+            model_dir.symlink_to(
+                os.path.relpath(shared.resolve(), model_dir.parent.resolve()), target_is_directory=True
+            )
+            return {**json.loads(record.read_text(encoding="utf-8")), "reused": reused, "model": str(shared)}
+
+        self._stage("train", key, [model_dir / "extractor.json"], fit)
+        self.val_posts = val
+
+    def _predict(self, val: list[Post]) -> Path:
+        from ..extractor import load_extractor
+        from ..predictions import write_predictions
+
+        path = self.out / "predictions.jsonl"
+
+        def predict() -> dict[str, Any]:
+            model = load_extractor(self.out / "model")
+            predictions = model.predict(val)
+            write_predictions(path, predictions, img_ids=[p.img_id for p in val])
+            return {"posts": len(val)}
+
+        key = _digest(["predict", self.stages["train"]["key"], [p.model_dump(mode="json") for p in val]])
+        self._stage("predict", key, [path], predict)
+        return path
+
+    def _eval(self, predictions: Path) -> dict[str, float]:
+        from ..eval import evaluate_files, write_report
+
+        gold = self.files["eval"]
+        if self.config.limit:
+            gold = write_kecpm(self.val_posts, self.out / "eval" / f"gold_{self.config.eval_split}.json")
+        scores: dict[str, float] = {}
+
+        def evaluate() -> dict[str, Any]:
+            for mode in ("paper", "standard"):
+                report = evaluate_files([gold], [predictions], mode=mode, n_resamples=200)
+                write_report(report, self.out / "eval" if mode == "paper" else self.out / "eval" / mode)
+                scores[f"{mode}_micro_f1"] = report.summary["micro_f1"].mean
+                scores[f"{mode}_macro_f1"] = report.summary["macro_f1"].mean
+            return {"scores": scores}
+
+        key = _digest(["eval", file_sha256(predictions), file_sha256(gold)])
+        self._stage("eval", key, [self.out / "eval" / "report.md"], evaluate)
+        return self.stages["eval"]["scores"]
+
+    def _manifest(self) -> Path:
+        from ..extractor import default_encoder_path
+
+        knowledge = self.stages.get("knowledge", {})
+        return Manifest.create(
+            "run",
+            config=self.config,
+            inputs=[self.files["train"], self.files["eval"]],
+            models={
+                "llm": self.pipeline.llm.model if self.config.knowledge == "llm" else self.config.knowledge,
+                "embeddings": "sentence-transformers/all-MiniLM-L6-v2",
+                "extractor_encoder": str(default_encoder_path()),
+            },
+            templates={**knowledge.get("templates", {}), "extract_input": self.config.input_template},
+            outputs={
+                "store": self.store_dir,
+                "knowledge_cache": self.pipeline.knowledge_cache or "",
+                "model": self.out / "model",
+                "predictions": self.out / "predictions.jsonl",
+                "report": self.out / "eval" / "report.md",
+            },
+            extra={"stages": self.stages},
+        ).write(self.out / "manifest.json")
+
+
+def _remove(path: Path) -> None:
+    """Remove a model folder, or only the link when it links to a shared one."""
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _data_root(folder: Path) -> Path | None:
+    """The data root above a seed folder (``DATA/jmere/few_shot/seed_17`` -> ``DATA``), if it is one."""
+    parents = folder.resolve().parents
+    return parents[2] if len(parents) > 2 and parents[0].name == "few_shot" else None

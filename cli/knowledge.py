@@ -1,0 +1,267 @@
+"""``kecpm knowledge``: build background knowledge for posts with an LLM, and inspect trajectories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ._output import console, err_console, print_table
+
+if TYPE_CHECKING:
+    from ..agents import KnowledgeResult
+    from ..records import Post
+
+knowledge_app = typer.Typer(
+    help="Background knowledge for posts: generate -> critique -> revise.", no_args_is_help=True
+)
+
+CACHE_NAME = "knowledge.sqlite"
+REPORT_NAME = "knowledge_report.json"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(knowledge_app, name="knowledge")
+
+
+def _read_posts(path: Path) -> tuple[list[Post], str]:
+    """The posts of a KECPM file, with the OFA captions beside it when there are; and the split's name."""
+    from ..jmere import load_split, read_kecpm
+
+    name = path.name
+    for suffix in ("_ofa_knowledge.json", "_ofa_image_caption.json", ".json", ".jsonl"):
+        if name.endswith(suffix):
+            split = name[: -len(suffix)]
+            break
+    else:
+        split = path.stem
+    if name == f"{split}.json" and (path.parent / f"{split}_ofa_image_caption.json").exists():
+        posts = load_split(path.parent, split, knowledge=False)
+    else:
+        posts = [p.model_copy(update={"knowledge": []}) for p in read_kecpm(path)]
+    return posts, split
+
+
+@knowledge_app.command("build")
+def build(
+    data: Annotated[
+        Path, typer.Option("--data", help="A KECPM file (e.g. seed_17/val.json; its captions are read too).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The output folder (knowledge file, cache, report, manifest).")],
+    store: Annotated[
+        str | None, typer.Option("--store", help="A demonstration store (folder or http://HOST:PORT); none: no demos.")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=0, help="Demonstrations per post.")] = 2,
+    collection: Annotated[str, typer.Option("--collection", help="The store's collection.")] = "kecpm-demonstrations",
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="'embedded' (SmolLM2 on llama.cpp, offline) or an OpenAI-compatible base URL; "
+            "default: $KECPM_LLM_BASE_URL, else embedded.",
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The model name (default: $KECPM_LLM_MODEL).")] = None,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="The environment variable holding the API key.")
+    ] = "KECPM_LLM_API_KEY",
+    rounds: Annotated[int, typer.Option("--rounds", min=0, help="Critique/revise rounds (0: generate only).")] = 1,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Posts in flight (default: 1 embedded, 16 remote).")
+    ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Retries of a failed call (429, 5xx, timeouts).")
+    ] = 4,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, help="Cap on each answer's tokens.")] = 320,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.2,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per call.")] = 120.0,
+    vision: Annotated[bool, typer.Option("--vision", help="Send post images (when their paths are known).")] = False,
+    template: Annotated[
+        list[str] | None, typer.Option("--template", help="stage=name@vN, e.g. generate=generate@v2 (repeatable).")
+    ] = None,
+    templates_dir: Annotated[
+        list[Path] | None, typer.Option("--templates-dir", help="A folder of template files (repeatable).")
+    ] = None,
+    input_price: Annotated[float, typer.Option("--input-price", help="Cost per million input tokens.")] = 0.0,
+    output_price: Annotated[float, typer.Option("--output-price", help="Cost per million output tokens.")] = 0.0,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts.")] = None,
+    only_failed: Annotated[
+        bool, typer.Option("--only-failed", help="Retry only the posts that failed before.")
+    ] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help=f"The cache (default: OUT/{CACHE_NAME}).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Build knowledge for every post of --data; resumable (finished calls are cached), failures listed."""
+    from ..agents import KnowledgeBuilder, LLMConfig
+    from ..errors import DataError, KecpmError
+    from ..manifest import Manifest
+
+    try:
+        posts, split = _read_posts(data)
+    except (DataError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if limit:
+        posts = posts[:limit]
+    try:
+        templates = dict(item.split("=", 1) for item in template or [])
+    except ValueError:
+        err_console.print("[red]error:[/red] --template takes stage=name@vN")
+        raise typer.Exit(2) from None
+    base_url = None if llm == "embedded" else llm
+    try:
+        config = LLMConfig.from_env(
+            model=model,
+            api_key_env=api_key_env,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout=timeout,
+            vision=vision,
+            input_price=input_price,
+            output_price=output_price,
+        )
+        if llm is not None:
+            config = config.model_copy(update={"base_url": base_url})
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    workers = concurrency or (1 if config.embedded else 16)
+    out.mkdir(parents=True, exist_ok=True)
+    demonstrations = None
+    if store is not None and k > 0:
+        from ..retrieval import DemonstrationStore, RetrievalError, StoreConfig
+
+        try:
+            source = DemonstrationStore(StoreConfig.from_location(store, collection=collection))
+        except (RetrievalError, ValueError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+        async def demonstrations(post: Post) -> list:
+            return await source.aselect(post, k=k)
+
+    elif store is None:
+        err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
+
+    builder = KnowledgeBuilder(
+        config,
+        cache=cache or out / CACHE_NAME,
+        rounds=rounds,
+        concurrency=workers,
+        retry=retries,
+        templates=templates,
+        template_dirs=templates_dir,
+        progress=progress,
+        server_log=out / "llm_server.log" if config.embedded else None,
+    )
+
+    async def run() -> tuple:
+        async with builder:
+            todo = posts
+            if only_failed and builder.cache is not None:
+                failed = {f.post_id for f in builder.cache.failures(builder.run_key)}
+                todo = [p for p in posts if p.id in failed]
+            report = await builder.abuild(todo, demonstrations, keep_results=False)
+            assert builder.cache is not None
+            path, missing = builder.cache.export_kecpm(posts, out / f"{split}_ofa_knowledge.json", run=builder.run_key)
+            return report, builder.run_key, path, missing, builder.chain.templates if builder.chain else {}
+
+    try:
+        report, run_key, path, missing, chain_templates = asyncio.run(run())
+    except KecpmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    summary = {"run": run_key, "data": str(data), "knowledge": str(path), "missing": missing, **report.model_dump()}
+    (out / REPORT_NAME).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    Manifest.create(
+        "knowledge",
+        config={**config.model_dump(), "rounds": rounds, "concurrency": workers, "k": k, "store": store},
+        inputs=[data],
+        models={"llm": config.model},
+        templates={stage: t.ref for stage, t in chain_templates.items()},
+        outputs={"knowledge": path, "report": out / REPORT_NAME, "cache": cache or out / CACHE_NAME},
+        extra={"run": run_key, "posts": len(posts)},
+    ).write(out / "manifest.json")
+    print_table(
+        f"knowledge for {report.total} posts in {report.wall_s:.1f} s (run {run_key})",
+        ["stage", "calls", "cached", "retries", "input tokens", "output tokens", "cost"],
+        [
+            [s, u.calls, u.cached, u.retries, u.input_tokens, u.output_tokens, f"{u.cost:.4f}"]
+            for s, u in report.usage.items()
+        ],
+    )
+    for failure in report.failures:
+        err_console.print(f"[red]failed:[/red] {failure.post_id} ({failure.stage}, {failure.kind}): {failure.message}")
+    console.print(f"wrote {path} ({len(posts) - len(missing)} of {len(posts)} posts with knowledge)")
+    if report.failures:
+        err_console.print(
+            f"{len(report.failures)} posts failed; rerun with --only-failed to retry them (finished calls are cached)"
+        )
+        raise typer.Exit(1)
+
+
+def _print_result(result: KnowledgeResult) -> None:
+    from ..agents import Critique
+
+    console.print(f"[bold]{result.post_id}[/bold]  accepted={result.accepted}")
+    for step in result.steps:
+        cost = "cached" if step.cached else f"{step.usage.input_tokens}+{step.usage.output_tokens} tokens"
+        console.print(f"\n[bold]{step.stage}[/bold] round {step.round} ({step.template}, {cost})")
+        if isinstance(step.output, Critique):
+            for check in step.output.checks:
+                console.print(f"  {check.index}. {check.verdict}: {check.reason}")
+            for item in step.output.missing:
+                console.print(f"  missing: {item}")
+            console.print(f"  accept: {step.output.accept}")
+        else:
+            for number, statement in enumerate(step.output.statements, start=1):
+                console.print(f"  {number}. {statement}")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print("\n[bold]knowledge[/bold]")
+    for statement in result.knowledge:
+        console.print(f"  - {statement}")
+
+
+@knowledge_app.command("show")
+def show(
+    out: Annotated[Path, typer.Option("--out", help="The output folder of a build.")],
+    post_id: Annotated[str | None, typer.Argument(help="A post id; none: a summary of the build.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help=f"The cache (default: OUT/{CACHE_NAME}).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="A run key (default: the latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One post's trajectory (every round's output), or a summary: runs, results, failures."""
+    from ..agents import KnowledgeCache
+
+    path = cache or out / CACHE_NAME
+    if not path.exists():
+        err_console.print(f"[red]error:[/red] no cache at {path}")
+        raise typer.Exit(1)
+    with KnowledgeCache(path) as store:
+        runs = store.runs()
+        chosen = run or (runs[0] if runs else None)
+        if post_id is not None:
+            result = store.result(post_id, chosen)
+            if result is None:
+                err_console.print(f"[red]error:[/red] no result for {post_id!r} in run {chosen}")
+                raise typer.Exit(1)
+            if as_json:
+                console.print_json(result.model_dump_json())
+            else:
+                _print_result(result)
+            return
+        failures = store.failures(chosen)
+        results = sum(1 for _ in store.results(chosen))
+        if as_json:
+            summary = {"runs": runs, "run": chosen, "results": results, "calls": store.count_calls()}
+            summary["failures"] = [f.model_dump() for f in failures]
+            console.print_json(json.dumps(summary))
+            return
+        console.print(f"runs: {', '.join(runs) or '(none)'}; showing {chosen}")
+        console.print(f"{results} posts with knowledge, {len(failures)} failed, {store.count_calls()} cached calls")
+        for failure in failures:
+            console.print(f"  failed: {failure.post_id} ({failure.stage}, {failure.kind}): {failure.message}")

@@ -1,0 +1,155 @@
+"""``kecpm run`` (the whole method on a data set), ``kecpm demo`` (the same on a synthetic sample) and
+``kecpm extract`` (one post)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ._output import console, err_console, print_table
+
+if TYPE_CHECKING:
+    from ..agents.pipeline_config import PipelineConfig
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("demo")(demo)
+    app.command("extract")(extract)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="A pipeline config file (.toml or .yaml); see kecpm.agents.PipelineConfig."),
+]
+
+
+def _pipeline_config(path: Path | None, **overrides: object) -> PipelineConfig:
+    from ..agents.pipeline_config import PipelineConfig
+    from ..errors import KecpmError
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return PipelineConfig.from_file(path, **values) if path is not None else PipelineConfig(**values)
+    except (KecpmError, FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _print_stage(stage: str, status: str, seconds: float) -> None:
+    if status == "done":
+        console.print(f"[green]{stage}[/green]: done in {seconds:.1f} s")
+    elif status == "running":
+        console.print(f"[bold]{stage}[/bold]: running")
+    else:
+        console.print(f"{stage}: {status}")
+
+
+def _run(config: object) -> None:
+    from ..agents.run import run_method
+    from ..errors import KecpmError
+
+    try:
+        result = run_method(config, on_stage=_print_stage)  # type: ignore[arg-type]
+    except KecpmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print_table(
+        "scores on the evaluated split (%)",
+        ["metric", "value"],
+        [(name, f"{100 * value:.2f}") for name, value in result.scores.items()],
+    )
+    console.print(f"predictions: {result.predictions}")
+    console.print(f"report:      {result.report}")
+    console.print(f"manifest:    {result.manifest}")
+
+
+def run(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the run writes (caches included).")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="A KECPM seed folder (train.json, val.json, captions); none: synthetic."),
+    ] = None,
+    config: ConfigOption = None,
+    knowledge: Annotated[
+        str, typer.Option("--knowledge", help="llm (build it), released (the authors' ChatGPT files) or none.")
+    ] = "llm",
+    pool: Annotated[str, typer.Option("--pool", help="Demonstrations to index: train or human.")] = "train",
+    split: Annotated[str, typer.Option("--split", help="The split to predict and score.")] = "val",
+    parts: Annotated[str, typer.Option("--parts", help="Extractor input preset.")] = "imagecap_know",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    seed: Annotated[int, typer.Option("--seed")] = 17,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
+) -> None:
+    """index -> knowledge -> train -> predict -> eval; each stage cached, a rerun redoes only what changed."""
+    from ..agents.run import RunConfig
+
+    try:
+        settings = RunConfig(
+            out=out,
+            data=data,
+            pipeline=_pipeline_config(config),
+            knowledge=knowledge,
+            pool=pool,
+            eval_split=split,
+            parts=parts,
+            epochs=epochs,
+            seed=seed,
+            limit=limit,
+        )
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _run(settings)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A KECPM seed folder instead of the synthetic sample.")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
+) -> None:
+    """The whole method offline on the embedded defaults (SmolLM2, MiniLM): a synthetic sample unless --data."""
+    from ..agents.run import RunConfig
+
+    pipeline = _pipeline_config(None, llm={"base_url": None})
+    _run(RunConfig(out=out, data=data, pipeline=pipeline, epochs=epochs, limit=limit))
+
+
+def extract(
+    text: Annotated[str, typer.Argument(help="The post's text.")],
+    model: Annotated[Path, typer.Option("--model", help="A trained extractor folder.")],
+    image: Annotated[Path | None, typer.Option("--image", help="The post's image file.")] = None,
+    caption: Annotated[str | None, typer.Option("--caption", help="A description of the image.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="A demonstration store (folder or URL).")] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Quintuples for one post, with the knowledge that justified them."""
+    from ..agents.pipeline import KECPMPipeline, PipelineInput
+    from ..errors import KecpmError
+
+    settings = _pipeline_config(config, extractor=model, store=store)
+    try:
+        with KECPMPipeline(settings) as pipeline:
+            result = pipeline.invoke(PipelineInput(text=text, image_path=image, image_description=caption))
+    except (KecpmError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        console.print_json(json.dumps(result.model_dump(mode="json")))
+        return
+    print_table(
+        "quintuples",
+        ["head", "head type", "tail", "tail type", "relation"],
+        [(q.head, q.head_type, q.tail, q.tail_type, q.relation) for q in result.quintuples],
+    )
+    if result.knowledge is not None:
+        console.print("[bold]knowledge[/bold]")
+        for statement in result.knowledge.knowledge:
+            console.print(f"- {statement}", markup=False)

@@ -1,0 +1,167 @@
+"""``kecpm train`` and ``kecpm predict``: fine-tune the extractor on labelled posts, then run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from kecpm.records import Post
+
+_SPLITS = ("train", "val", "test")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("predict")(predict)
+
+
+def load_posts(path: Path, knowledge: Path | None = None) -> list[Post]:
+    """A KECPM file's posts; ``train.json``/``val.json``/``test.json`` also get their sibling
+    ``*_ofa_image_caption.json`` and ``*_ofa_knowledge.json``; ``knowledge`` (a KECPM file, e.g. the
+    knowledge agent's export) then replaces each post's knowledge, record by record."""
+    from kecpm.errors import DataError, Problem
+    from kecpm.jmere import load_split, read_kecpm
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{path}: no such file")
+    posts = load_split(path.parent, path.stem) if path.stem in _SPLITS and path.suffix == ".json" else read_kecpm(path)
+    if knowledge is None:
+        return posts
+    extra = read_kecpm(knowledge)
+    if len(extra) != len(posts):
+        raise DataError(Problem(f"{len(extra)} records, but {path} has {len(posts)}", source=knowledge))
+    merged = []
+    for line, (post, other) in enumerate(zip(posts, extra, strict=True), start=1):
+        if other.tokens != post.tokens:
+            raise DataError(Problem(f"record differs from {path}'s record {line}", source=knowledge, line=line))
+        merged.append(post.model_copy(update={"knowledge": other.knowledge}))
+    return merged
+
+
+def _overrides(items: list[str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return values
+
+
+def train(
+    train_path: Annotated[Path, typer.Option("--train", help="training posts (KECPM file)")],
+    val_path: Annotated[Path, typer.Option("--val", help="validation posts, for early stopping")],
+    out: Annotated[Path, typer.Option("--out", help="the model directory to write")],
+    inputs: Annotated[
+        str, typer.Option(help="what the model reads: imagecap_know, imagecap, know or only_text")
+    ] = "imagecap_know",
+    knowledge_sentences: Annotated[int | None, typer.Option(help="use the first N knowledge sentences")] = None,
+    train_knowledge: Annotated[
+        Path | None, typer.Option(help="a KECPM file whose knowledge replaces the training posts'")
+    ] = None,
+    val_knowledge: Annotated[
+        Path | None, typer.Option(help="a KECPM file whose knowledge replaces the validation posts'")
+    ] = None,
+    family: Annotated[str, typer.Option(help="span_pair (default, offline) or generative")] = "span_pair",
+    checkpoint: Annotated[
+        str | None, typer.Option(help="encoder folder (span_pair; default all-MiniLM-L6-v2) or seq2seq/LM folder")
+    ] = None,
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    learning_rate: Annotated[float, typer.Option(help="of the pretrained weights")] = 1e-4,
+    head_learning_rate: Annotated[float, typer.Option(help="of the new layers")] = 1e-3,
+    patience: Annotated[int, typer.Option()] = 6,
+    seed: Annotated[int, typer.Option()] = 17,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    metric: Annotated[str, typer.Option(help="val metric for early stopping (kecpm.eval)")] = "micro_f1",
+    mode: Annotated[str, typer.Option(help="paper or standard scoring")] = "paper",
+    template: Annotated[str | None, typer.Option(help="input template, e.g. extract_input@v1")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="a model config field, KEY=VALUE")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Fine-tune the extractor; the model with the best val score is saved to OUT."""
+    import logging
+
+    from kecpm.eval import evaluate, make_scorer
+    from kecpm.extractor import (
+        GenerativeConfig,
+        GenerativeExtractor,
+        InputParts,
+        SpanPairConfig,
+        SpanPairExtractor,
+        TrainConfig,
+    )
+    from kecpm.predictions import write_predictions
+    from kecpm.prompts import load_template
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parts = InputParts.preset(inputs)
+    if knowledge_sentences is not None:
+        parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
+    train_posts = load_posts(train_path, train_knowledge)
+    val_posts = load_posts(val_path, val_knowledge)
+    chosen_template = load_template(template) if template else None
+    extra = _overrides(settings or [])
+    if family == "span_pair":
+        model = SpanPairExtractor(SpanPairConfig(encoder=checkpoint, **extra), parts=parts, template=chosen_template)
+    elif family == "generative":
+        if checkpoint is None:
+            raise typer.BadParameter("the generative family needs --checkpoint (a local HF folder)")
+        model = GenerativeExtractor(GenerativeConfig(model=checkpoint, **extra), parts=parts, template=chosen_template)
+    else:
+        raise typer.BadParameter(f"unknown family {family!r} (span_pair or generative)")
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate,
+        patience=patience,
+        seed=seed,
+        threads=threads,
+    )
+    report = model.fit(
+        train_posts,
+        val_posts,
+        scorer=make_scorer(mode=mode, metric=metric),
+        config=config,
+        checkpoint_dir=out,
+        progress=not quiet,
+    )
+    predictions = model.predict(val_posts)
+    write_predictions(out / "val_predictions.jsonl", predictions, img_ids=[p.img_id for p in val_posts])
+    result = evaluate(val_posts, predictions, mode=mode)
+    typer.echo(
+        f"best val {metric} {report.best_score:.4f} at epoch {report.best_epoch} "
+        f"({report.seconds_to_best:.0f} s); micro-F1 {result.micro.f1:.4f}, macro-F1 {result.macro_f1:.4f}\n"
+        f"model: {out}\nval predictions: {out / 'val_predictions.jsonl'}"
+    )
+
+
+def predict(
+    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by kecpm train")],
+    data: Annotated[Path, typer.Option("--data", help="posts to read (KECPM file)")],
+    out: Annotated[Path, typer.Option("--out", help="predictions file (JSON Lines) to write")],
+    knowledge: Annotated[Path | None, typer.Option(help="a KECPM file whose knowledge replaces the posts'")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads."""
+    from kecpm.extractor import load_extractor
+    from kecpm.predictions import write_predictions
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    posts = load_posts(data, knowledge)
+    model = load_extractor(model_dir)
+    predictions = model.predict(posts, batch_size=batch_size, progress=True)
+    write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
+    typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

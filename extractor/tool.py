@@ -1,0 +1,79 @@
+"""The extractor as a LangChain ``StructuredTool``: an agent passes text, image description and
+knowledge, and gets the quintuples back (sync and async paths)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..predictions import PredictedQuintuple
+from ..records import Post
+from .base import Extractor
+
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
+
+__all__ = ["ExtractionInput", "ExtractionResult", "make_extraction_tool"]
+
+TOOL_DESCRIPTION = (
+    "Extract (head entity, head type, tail entity, tail type, relation) quintuples from a social-media "
+    "post. Pass the post's text, a description of its image if known, and background knowledge "
+    "sentences if known."
+)
+
+
+class ExtractionInput(BaseModel):
+    """The tool's arguments."""
+
+    text: str = Field(min_length=1, description="the post's text, as written")
+    image_description: str = Field(default="", description="what the post's image shows, if known")
+    knowledge: list[str] = Field(default_factory=list, description="background knowledge sentences about the post")
+
+    @field_validator("knowledge", mode="before")
+    @classmethod
+    def _one_string(cls, value: Any) -> Any:
+        # Models often pass one string where a list is asked for.
+        return [value] if isinstance(value, str) else value
+
+    def to_post(self) -> Post:
+        return Post(
+            id="tool-input",
+            text=self.text,
+            image_descriptions=[self.image_description] if self.image_description.strip() else [],
+            knowledge=self.knowledge,
+        )
+
+
+class ExtractionResult(BaseModel):
+    """The tool's result: the quintuples found (types and relations in the dataset's names)."""
+
+    quintuples: list[PredictedQuintuple]
+
+
+def make_extraction_tool(
+    extractor: Extractor, *, name: str = "extract_quintuples", description: str = TOOL_DESCRIPTION
+) -> StructuredTool:
+    """A ``StructuredTool`` around a trained extractor; ``ainvoke`` runs the model in a worker thread.
+
+    >>> tool = make_extraction_tool(load_extractor("runs/model"))  # doctest: +SKIP
+    >>> tool.invoke({"text": "Alva Brenner signs with Oakline FC"})["quintuples"]  # doctest: +SKIP
+    """
+    from langchain_core.tools import StructuredTool
+
+    def extract(text: str, image_description: str = "", knowledge: list[str] | None = None) -> dict[str, Any]:
+        post = ExtractionInput(text=text, image_description=image_description, knowledge=knowledge or []).to_post()
+        return _result(extractor.predict([post])[0])
+
+    async def aextract(text: str, image_description: str = "", knowledge: list[str] | None = None) -> dict[str, Any]:
+        post = ExtractionInput(text=text, image_description=image_description, knowledge=knowledge or []).to_post()
+        return _result((await extractor.apredict([post]))[0])
+
+    return StructuredTool.from_function(
+        func=extract, coroutine=aextract, name=name, description=description, args_schema=ExtractionInput
+    )
+
+
+def _result(quintuples: list[Any]) -> dict[str, Any]:
+    result = ExtractionResult(quintuples=[PredictedQuintuple.from_quintuple(q) for q in quintuples])
+    return result.model_dump(mode="json", exclude_none=True)

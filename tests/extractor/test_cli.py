@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from kecpm.cli import app
+from kecpm.extractor import load_extractor
+from kecpm.jmere import load_split, write_kecpm
+from kecpm.predictions import read_predictions
+
+
+def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--train", str(split_dir / "train.json"),
+            "--val", str(split_dir / "val.json"),
+            "--out", str(out),
+            "--checkpoint", str(tiny_encoder),
+            "--inputs", "know",
+            "--knowledge-sentences", "1",
+            "--epochs", "2",
+            "--set", "hidden_size=32",
+            "--set", "max_length=96",
+            "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best val micro_f1" in result.output
+    manifest = json.loads((out / "extractor.json").read_text())
+    assert manifest["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
+    assert manifest["config"]["hidden_size"] == 32
+    val = load_split(split_dir, "val")
+    assert len(read_predictions(out / "val_predictions.jsonl")) == len(val)
+
+    preds = tmp_path / "preds.jsonl"
+    result = runner.invoke(
+        app, ["predict", "--model", str(out), "--data", str(split_dir / "val.json"), "--out", str(preds)]
+    )
+    assert result.exit_code == 0, result.output
+    records = read_predictions(preds)
+    assert [r.img_id for r in records] == [p.img_id for p in val]
+    # the sibling knowledge file was read: the same as predicting on the loaded posts
+    expected = load_extractor(out).predict(val)
+    assert [[q.to_quintuple().surface() for q in r.quintuples] for r in records] == [
+        [q.surface() for q in p] for p in expected
+    ]
+    assert (out / "val_predictions.jsonl").read_text() == preds.read_text()
+
+
+def test_knowledge_override_must_match_the_posts(split_dir, tmp_path, tiny_encoder):
+    other = tmp_path / "other_knowledge.json"
+    write_kecpm(load_split(split_dir, "train")[:3], other)
+    result = CliRunner().invoke(
+        app,
+        ["predict", "--model", str(tmp_path), "--data", str(split_dir / "val.json"), "--out", str(tmp_path / "p.jsonl"),
+         "--knowledge", str(other)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "3 records, but" in str(result.exception)
+
+
+def test_unknown_labels_in_the_data_are_named(split_dir, tmp_path):
+    records = json.loads((split_dir / "train.json").read_text())
+    records[4]["label_list"][0][0]["relation"] = "founded_by"
+    bad = tmp_path / "bad_train.json"
+    bad.write_text(json.dumps(records))
+    result = CliRunner().invoke(
+        app, ["train", "--train", str(bad), "--val", str(split_dir / "val.json"), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "bad_train.json:5" in message
+    assert "unknown relation 'founded_by'" in message
