@@ -30,6 +30,7 @@ from .records import Entity, Post, Quintuple
 
 __all__ = [
     "load_split",
+    "parse_kecpm",
     "post_from_record",
     "post_to_record",
     "read_kecpm",
@@ -52,15 +53,16 @@ def read_kecpm_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] |
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        # Bytes that are not UTF-8 become lone surrogates: only the records holding them are refused.
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        yield exc.start, Problem(f"not valid UTF-8 at byte {exc.start}", source=path)
-        return
     if _is_json_lines(text):
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
+                continue
+            if (bad := _undecodable(line)) is not None:
+                yield number, Problem(f"not valid UTF-8 at column {bad + 1}", source=path, line=number)
                 continue
             try:
                 value = json.loads(line)
@@ -91,7 +93,19 @@ def read_kecpm_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] |
         if not isinstance(value, dict):
             yield position, Problem("a record must be a JSON object", source=path, line=position)
             continue
+        if _undecodable(json.dumps(value, ensure_ascii=False)) is not None:
+            yield position, Problem("not valid UTF-8", source=path, line=position)
+            continue
         yield position, value
+
+
+def _undecodable(text: str) -> int | None:
+    """The position of the first byte that was not UTF-8 (a lone surrogate after decoding), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _entity(raw: Any, role: str) -> Entity:
@@ -185,6 +199,16 @@ def _parse(path: str | Path) -> tuple[list[Post], list[Problem]]:
         except ValueError as exc:
             problems.append(Problem(str(exc), source=path, line=line, record=record_id))
     return posts, problems
+
+
+def parse_kecpm(path: str | Path) -> tuple[list[Post], list[Problem]]:
+    """The valid Posts of a KECPM file and every problem of the others, in one pass.
+
+    For tools that process what they can and report the rest (each Problem names its line and record).
+
+    >>> posts, problems = parse_kecpm("mine/val.jsonl")  # doctest: +SKIP
+    """
+    return _parse(path)
 
 
 def validate_kecpm(path: str | Path) -> list[Problem]:

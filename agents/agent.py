@@ -64,8 +64,10 @@ class KnowledgeArgs(_PostArgs):
 class ExtractArgs(_PostArgs):
     """Arguments of ``extract_quintuples``: the knowledge must be short factual statements."""
 
+    # The bounds of the Knowledge schema (at most 6 statements of 3-200 characters): whatever a post
+    # talks the planning model into, the extractor gets no more than build_knowledge can return.
     knowledge: list[Statement] = Field(
-        default_factory=list, max_length=8, description="background knowledge statements from build_knowledge"
+        default_factory=list, max_length=6, description="background knowledge statements from build_knowledge"
     )
 
     @field_validator("knowledge", mode="before")

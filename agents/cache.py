@@ -7,6 +7,11 @@ output schema). So a rerun makes no call that finished before, an interrupted bu
 SIGKILL, Ctrl-C) resumes where it stopped, and two processes can share one file: SQLite serialises
 their writes and ``INSERT OR IGNORE`` keeps one row per key. No API key ever reaches the file.
 
+A call about to be made is first *claimed* (a lease row naming the process): another builder, in this
+process or another, that needs the same call waits for the holder's answer instead of paying for it
+again. A lease ends when its answer is stored, when its holder gives it up (a failed call), when the
+holding process is gone (a killed build: checked by pid on this host) or after ``lease_s`` seconds.
+
 >>> with KnowledgeCache("out/knowledge.sqlite") as cache:  # doctest: +SKIP
 ...     cache.export_kecpm(posts, "out/val_ofa_knowledge.json", run=report_run)
 """
@@ -15,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..jmere import write_kecpm
 from ..records import Post
@@ -52,7 +60,14 @@ CREATE TABLE IF NOT EXISTS failures (
     created REAL NOT NULL,
     PRIMARY KEY (run, post_id)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
+
+_HOST = socket.gethostname()
 
 
 def content_key(**parts: Any) -> str:
@@ -75,8 +90,11 @@ class CachedCall:
 class KnowledgeCache:
     """SQLite (WAL) store of calls, results and failures; use from one thread (the event loop's)."""
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 60.0, lease_s: float = 600.0) -> None:
         self.path = Path(path)
+        self.lease_s = lease_s
+        # host:pid:nonce: the pid lets another process on this host see that a holder was killed.
+        self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: each write is its own transaction, durable as soon as the call returns.
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -94,19 +112,45 @@ class KnowledgeCache:
     def put_call(
         self, key: str, *, stage: str, template: str, model: str, output: dict[str, Any], usage: Usage
     ) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                stage,
-                template,
-                model,
-                json.dumps(output, ensure_ascii=False),
-                usage.input_tokens,
-                usage.output_tokens,
-                time.time(),
-            ),
-        )
+        """Store a finished call and end its lease, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    stage,
+                    template,
+                    model,
+                    json.dumps(output, ensure_ascii=False),
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    time.time(),
+                ),
+            )
+            self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
+    def claim(self, key: str) -> Literal["done", "mine", "busy"]:
+        """Take the lease on a call before making it: ``"mine"`` (go ahead), ``"done"`` (its answer is
+        stored: read it) or ``"busy"`` (a live holder is making it: wait, then ask again)."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone():
+                return "done"
+            row = self._db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[1] > now and _alive(row[0]):
+                return "busy"
+            self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, self.owner, now + self.lease_s))
+        return "mine"
+
+    def release(self, key: str) -> None:
+        """Give up this cache's lease on ``key`` (its call failed), so a waiting builder can try it."""
+        self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
+    def claims(self) -> list[tuple[str, str]]:
+        """``(key, owner)`` of the leases held now (or left by a killed build)."""
+        return [(k, o) for k, o in self._db.execute("SELECT key, owner FROM claims ORDER BY key")]
 
     def count_calls(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
@@ -126,6 +170,10 @@ class KnowledgeCache:
             "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
             (run, failure.post_id, failure.model_dump_json(), time.time()),
         )
+
+    def drop_failures(self, run: str, post_ids: Sequence[str]) -> None:
+        """Forget failures that no longer apply (a record that was unreadable and has been fixed)."""
+        self._db.executemany("DELETE FROM failures WHERE run = ? AND post_id = ?", [(run, i) for i in post_ids])
 
     def result(self, post_id: str, run: str | None = None) -> KnowledgeResult | None:
         """A post's result in ``run``, or its latest result in any run."""
@@ -178,3 +226,18 @@ class KnowledgeCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _alive(owner: str) -> bool:
+    """Whether a lease holder may still be working: always, unless it is a process of this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _HOST or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

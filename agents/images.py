@@ -16,7 +16,8 @@ from ..errors import KecpmError
 
 __all__ = ["MAX_PIXELS", "ImageError", "encode_image", "image_part"]
 
-# Larger images are refused before decoding (a decompression bomb guard); downscaling handles the rest.
+# Larger images (after a JPEG's reduced-scale decoding) are refused before decoding, a decompression
+# bomb guard; downscaling handles the rest.
 MAX_PIXELS = 80_000_000
 
 
@@ -36,6 +37,9 @@ def encode_image(path: str | Path, *, max_side: int = 1024, quality: int = 85) -
         raise ImageError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
+            # A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers max_side: huge photos are
+            # downscaled while decoding instead of refused (other formats decode whole, hence the cap).
+            image.draft("RGB", (max_side, max_side))
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(f"{path}: {width}x{height} pixels is more than {MAX_PIXELS:,}")

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from ..labels import EntityType, Relation
 from ..prompts import PromptTemplateFile, load_template
 from ..records import Demonstration, Post, Quintuple
-from .cache import KnowledgeCache, content_key
+from .cache import CachedCall, KnowledgeCache, content_key
 from .images import ImageError, image_part
 from .llm import LLMCallError, classify_error, retry_policy
 from .schemas import Critique, Knowledge, KnowledgeResult, Stage, Step, Usage
@@ -190,6 +190,7 @@ class KnowledgeChain:
         self.max_image_side = max_image_side
         self.max_text_chars = max_text_chars
         self.prices = prices
+        self.claim_poll_s = 0.05
         self._structured = {stage: _structured(model, schema, structured_method) for stage, schema in _SCHEMAS.items()}
         self._schema_json = {stage: schema.model_json_schema() for stage, schema in _SCHEMAS.items()}
         self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
@@ -274,7 +275,7 @@ class KnowledgeChain:
             params=self.params,
         )
         schema = _SCHEMAS[stage]
-        if self.cache is not None and (hit := self.cache.get_call(key)) is not None:
+        if self.cache is not None and (hit := await self._claim(key)) is not None:
             usage = Usage(cached=1)
             self.usage[stage] = self.usage[stage] + usage
             return Step(
@@ -286,12 +287,31 @@ class KnowledgeChain:
                 cached=True,
                 key=key,
             )
-        output, usage = await self._ask(stage, messages)
+        try:
+            output, usage = await self._ask(stage, messages)
+        except BaseException:
+            if self.cache is not None:
+                self.cache.release(key)
+            raise
         if self.cache is not None:
             self.cache.put_call(
                 key, stage=stage, template=template.ref, model=self.model_name, output=output.model_dump(), usage=usage
             )
         return Step(stage=stage, round=round_, template=template.ref, output=output, usage=usage, key=key)
+
+    async def _claim(self, key: str) -> CachedCall | None:
+        """The stored answer of a call, or None once this chain holds the lease to make it.
+
+        While another builder (a coroutine here, or another process on the same cache) makes the same
+        call, wait for its answer rather than pay for the call twice.
+        """
+        assert self.cache is not None
+        while True:
+            if (hit := self.cache.get_call(key)) is not None:
+                return hit
+            if self.cache.claim(key) == "mine":
+                return None
+            await asyncio.sleep(self.claim_poll_s)
 
     async def _ask(self, stage: Stage, messages: list[BaseMessage]) -> tuple[BaseModel, Usage]:
         """One structured answer: transport faults retried by the policy, bad answers re-asked."""

@@ -299,7 +299,9 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         with self._lock:
             if self._server is None:
                 self._server = EmbeddedServer().start()
-            return self._server.config(**self.config.llm.model_dump(exclude={"base_url", "api_key"}))
+            return self._server.config(
+                **self.config.llm.model_dump(exclude={"base_url", "api_key", "max_tokens_param"})
+            )
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:

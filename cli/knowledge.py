@@ -12,7 +12,8 @@ import typer
 from ._output import console, err_console, print_table
 
 if TYPE_CHECKING:
-    from ..agents import KnowledgeResult
+    from ..agents import KnowledgeFailure, KnowledgeResult
+    from ..errors import Problem
     from ..records import Post
 
 knowledge_app = typer.Typer(
@@ -27,9 +28,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(knowledge_app, name="knowledge")
 
 
-def _read_posts(path: Path) -> tuple[list[Post], str]:
-    """The posts of a KECPM file, with the OFA captions beside it when there are; and the split's name."""
-    from ..jmere import load_split, read_kecpm
+def _read_posts(path: Path) -> tuple[list[Post], str, list[Problem]]:
+    """The valid posts of a KECPM file (with the OFA captions beside it when there are), the split's
+    name, and the problems of the records that could not be read (each naming its line and record)."""
+    from ..errors import DataError
+    from ..jmere import load_split, parse_kecpm
 
     name = path.name
     for suffix in ("_ofa_knowledge.json", "_ofa_image_caption.json", ".json", ".jsonl"):
@@ -39,10 +42,30 @@ def _read_posts(path: Path) -> tuple[list[Post], str]:
     else:
         split = path.stem
     if name == f"{split}.json" and (path.parent / f"{split}_ofa_image_caption.json").exists():
-        posts = load_split(path.parent, split, knowledge=False)
-    else:
-        posts = [p.model_copy(update={"knowledge": []}) for p in read_kecpm(path)]
-    return posts, split
+        try:
+            return load_split(path.parent, split, knowledge=False), split, []
+        except DataError:
+            pass  # bad records: read what can be read, captions matched by id
+    posts, problems = parse_kecpm(path)
+    captions_path = path.parent / f"{split}_ofa_image_caption.json"
+    if name == f"{split}.json" and captions_path.exists():
+        captions = {p.id: p.image_descriptions for p in parse_kecpm(captions_path)[0]}
+        posts = [p.model_copy(update={"image_descriptions": captions.get(p.id, p.image_descriptions)}) for p in posts]
+    return [p.model_copy(update={"knowledge": []}) for p in posts], split, problems
+
+
+def _input_failures(problems: list[Problem], posts: list[Post]) -> list[KnowledgeFailure]:
+    """Unreadable records as failures of kind ``input``, filed under the record's id when it is known
+    and no valid post has it, else under ``FILE:LINE`` (a duplicate, a line that is not JSON)."""
+    from ..agents import KnowledgeFailure
+
+    taken = {p.id for p in posts}
+    failures = []
+    for problem in problems:
+        name = problem.record if problem.record and problem.record not in taken else None
+        where = f"{Path(problem.source).name}:{problem.line}" if problem.source else f"line {problem.line}"
+        failures.append(KnowledgeFailure(post_id=name or where, kind="input", message=str(problem), retryable=True))
+    return failures
 
 
 @knowledge_app.command("build")
@@ -89,7 +112,10 @@ def build(
     output_price: Annotated[float, typer.Option("--output-price", help="Cost per million output tokens.")] = 0.0,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts.")] = None,
     only_failed: Annotated[
-        bool, typer.Option("--only-failed", help="Retry only the posts that failed before.")
+        bool,
+        typer.Option(
+            "--only-failed", help="Build only the posts that failed before or have no knowledge yet in this run."
+        ),
     ] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help=f"The cache (default: OUT/{CACHE_NAME}).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -100,12 +126,13 @@ def build(
     from ..manifest import Manifest
 
     try:
-        posts, split = _read_posts(data)
+        posts, split, problems = _read_posts(data)
     except (DataError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     if limit:
         posts = posts[:limit]
+    unreadable = _input_failures(problems, posts)
     try:
         templates = dict(item.split("=", 1) for item in template or [])
     except ValueError:
@@ -160,12 +187,20 @@ def build(
 
     async def run() -> tuple:
         async with builder:
-            todo = posts
-            if only_failed and builder.cache is not None:
-                failed = {f.post_id for f in builder.cache.failures(builder.run_key)}
-                todo = [p for p in posts if p.id in failed]
-            report = await builder.abuild(todo, demonstrations, keep_results=False)
             assert builder.cache is not None
+            todo = posts
+            if only_failed:
+                # Failed before, or never built (a record that could not be read then, since fixed)
+                failed = {f.post_id for f in builder.cache.failures(builder.run_key)}
+                todo = [p for p in posts if p.id in failed or builder.cache.result(p.id, builder.run_key) is None]
+            now = {f.post_id for f in unreadable}
+            stale = [f.post_id for f in builder.cache.failures(builder.run_key) if f.kind == "input"]
+            builder.cache.drop_failures(builder.run_key, [i for i in stale if i not in now])
+            for failure in unreadable:
+                builder.cache.put_failure(builder.run_key, failure)
+            report = await builder.abuild(todo, demonstrations, keep_results=False)
+            report.total += len(unreadable)
+            report.failures[:0] = unreadable
             path, missing = builder.cache.export_kecpm(posts, out / f"{split}_ofa_knowledge.json", run=builder.run_key)
             return report, builder.run_key, path, missing, builder.chain.templates if builder.chain else {}
 
@@ -193,12 +228,16 @@ def build(
             for s, u in report.usage.items()
         ],
     )
+    for post_id, warnings in report.warnings.items():
+        for warning in warnings:
+            err_console.print(f"[yellow]warning:[/yellow] {post_id}: {warning}")
     for failure in report.failures:
         err_console.print(f"[red]failed:[/red] {failure.post_id} ({failure.stage}, {failure.kind}): {failure.message}")
     console.print(f"wrote {path} ({len(posts) - len(missing)} of {len(posts)} posts with knowledge)")
     if report.failures:
         err_console.print(
-            f"{len(report.failures)} posts failed; rerun with --only-failed to retry them (finished calls are cached)"
+            f"{len(report.failures)} posts failed; rerun with --only-failed to retry them (finished calls are cached; "
+            "fix the records that could not be read first)"
         )
         raise typer.Exit(1)
 

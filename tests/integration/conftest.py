@@ -3,12 +3,11 @@ and the loopback OpenAI-compatible server standing in for the LLM."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kecpm.agents import LLMConfig, LoopbackServer
+from kecpm.agents import LLMConfig
 from kecpm.records import Demonstration, Post
 from kecpm.synthetic import synthetic_posts
 
@@ -41,14 +40,7 @@ def model_dir(tmp_path_factory, train_posts) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[LoopbackServer]:
-    with LoopbackServer(latency=0.01, retry_after=0.2, hang=3.0) as server:
-        yield server
-
-
 @pytest.fixture
-def loopback_llm(llm_server) -> LLMConfig:
-    llm_server.configure(latency=0.01, faults={}, script=[], accept=False)
-    llm_server.reset()
-    return LLMConfig(base_url=llm_server.base_url, model="loopback", max_tokens_param="max_tokens")
+def loopback_llm(server) -> LLMConfig:
+    """An LLMConfig for the loopback server (reset for each test)."""
+    return LLMConfig(base_url=server.base_url, model="loopback", max_tokens_param="max_tokens")

@@ -25,8 +25,8 @@ def _call(name: str, args: dict, number: int) -> AIMessage:
     return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{number}"}])
 
 
-async def test_scripted_model_calls_the_three_tools_in_order(pipeline, scripted_chat):
-    model = scripted_chat(
+async def test_scripted_model_calls_the_three_tools_in_order(pipeline, scripted):
+    model = scripted(
         _call("retrieve_demonstrations", {"text": TEXT, "image_description": CAPTION}, 1),
         # The ids come from the tool's answer in a real run; a scripted model names two stored ones.
         _call(

@@ -26,7 +26,7 @@ def config(store_dir, model_dir, loopback_llm, tmp_path) -> PipelineConfig:
     )
 
 
-async def test_ainvoke_returns_quintuples_knowledge_trajectory_demonstrations(config, llm_server):
+async def test_ainvoke_returns_quintuples_knowledge_trajectory_demonstrations(config, server):
     async with KECPMPipeline(config) as pipeline:
         result = await pipeline.ainvoke(POST)
     assert isinstance(result, PipelineResult)
@@ -34,16 +34,16 @@ async def test_ainvoke_returns_quintuples_knowledge_trajectory_demonstrations(co
     assert result.knowledge is not None and result.knowledge.knowledge
     assert [s.stage for s in result.knowledge.steps][:2] == ["generate", "critique"]
     assert set(result.timings) == {"retrieve_demonstrations", "build_knowledge", "extract_quintuples"}
-    assert result.usage.calls == llm_server.stats()["completions"] >= 2
+    assert result.usage.calls == server.stats()["completions"] >= 2
     assert all(q.relation for q in result.quintuples)
 
 
-async def test_a_rerun_is_answered_from_the_cache(config, llm_server):
+async def test_a_rerun_is_answered_from_the_cache(config, server):
     async with KECPMPipeline(config) as pipeline:
         first = await pipeline.ainvoke(POST)
-        calls = llm_server.stats()["completions"]
+        calls = server.stats()["completions"]
         second = await pipeline.ainvoke(POST)
-    assert llm_server.stats()["completions"] == calls
+    assert server.stats()["completions"] == calls
     assert second.knowledge.knowledge == first.knowledge.knowledge
     assert second.usage.calls == 0 and second.usage.cached == len(first.knowledge.steps)
 
