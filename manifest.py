@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,13 @@ from pydantic import BaseModel, Field, SecretStr
 
 __all__ = ["Manifest", "file_sha256", "git_revision", "redact"]
 
-_SECRET_WORDS = ("key", "token", "secret", "password")
+# A field is secret when its name ends in one of these words (api_key, access_token, Authorization-Token),
+# not when it merely contains one (max_tokens_param; api_key_env holds a variable's name, no secret).
+_SECRET_NAME = re.compile(r"(^|_)(api_key|key|token|secret|password|authorization)$")
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name.lower().replace("-", "_")))
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -59,11 +66,7 @@ def redact(value: Any) -> Any:
         return redact(value.model_dump(mode="python"))
     if isinstance(value, Mapping):
         return {
-            str(k): (
-                "**********"
-                if v and any(w in str(k).lower() for w in _SECRET_WORDS) and isinstance(v, str)
-                else redact(v)
-            )
+            str(k): "**********" if v and isinstance(v, str) and _is_secret_name(str(k)) else redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple | set):

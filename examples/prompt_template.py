@@ -1,9 +1,9 @@
 """Adding a prompt template: drop a file into a folder and name it; no code changes.
 
-`examples/my_prompts/generate.v2.toml` is a variant of the knowledge prompt. Use it with
+`examples/my_prompts/generate.v3.toml` is a variant of the knowledge prompt. Use it with
 
     kecpm knowledge build --data runs/demo/data/val.json --store runs/demo/store --out runs/v2 \
-        --templates-dir examples/my_prompts --template generate=generate@v2
+        --templates-dir examples/my_prompts --template generate=generate@v3
 
 or from Python, as below (the variables a template may use are listed by `prompt_variables`).
 """

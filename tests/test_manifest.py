@@ -9,9 +9,20 @@ class _LLM(BaseModel):
 
 
 def test_redact_removes_secret_values_and_secret_keys():
-    cleaned = redact({"llm": _LLM(), "headers": {"Authorization-Token": "abc"}, "paths": ("a",)})
+    cleaned = redact(
+        {
+            "llm": _LLM(),
+            "headers": {"Authorization-Token": "abc"},
+            "paths": ("a",),
+            "api_key_env": "MY_KEY_VAR",
+            "max_tokens_param": "max_tokens",
+            "access_token": "tok-123",
+        }
+    )
     text = str(cleaned)
-    assert "planted" not in text and "abc" not in text
+    assert "planted" not in text and "abc" not in text and "tok-123" not in text
+    # Names that merely contain a secret word are settings, kept so a manifest's config can be reloaded.
+    assert cleaned["api_key_env"] == "MY_KEY_VAR" and cleaned["max_tokens_param"] == "max_tokens"
     assert cleaned["llm"]["base_url"] == "http://127.0.0.1:1/v1"
     assert cleaned["paths"] == ["a"]
 

@@ -122,12 +122,12 @@ def test_quality_signals_count_unsupported_statements_and_named_entities():
 
 # -- a real grid ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, llm_server):
-    llm_server.configure(latency=0.01, faults={}, script=[], accept=False)
-    llm_server.reset()
+def experiment(tmp_path_factory, loopback):
+    loopback.configure(latency=0.01, faults={}, script=[], accept=False)
+    loopback.reset()
     out = tmp_path_factory.mktemp("experiment")
-    result = run_experiment(tiny_grid(llm_server.base_url), out)
-    return result, llm_server.stats()
+    result = run_experiment(tiny_grid(loopback.base_url), out)
+    return result, loopback.stats()
 
 
 def test_every_cell_runs_and_the_leaderboard_links_its_manifests(experiment):
@@ -157,13 +157,13 @@ def test_the_calls_counted_are_the_calls_the_server_answered(experiment):
     assert stats["repeated"] == 0  # no request was paid for twice
 
 
-def test_an_extractor_only_axis_makes_no_llm_call(experiment, llm_server, tmp_path):
+def test_an_extractor_only_axis_makes_no_llm_call(experiment, loopback, tmp_path):
     result, _ = experiment
-    before = llm_server.stats()["completions"]
-    grid = tiny_grid(llm_server.base_url, axes={"generate": ["generate@v1"], "knowledge_sentences": [1]})
+    before = loopback.stats()["completions"]
+    grid = tiny_grid(loopback.base_url, axes={"generate": ["generate@v1"], "knowledge_sentences": [1]})
     extra = run_experiment(grid, tmp_path / "more", shared=result.out / "shared", leaderboard=False)
     run = extra.cells[0].runs[0]
-    assert llm_server.stats()["completions"] == before
+    assert loopback.stats()["completions"] == before
     assert (run.llm_calls, run.cached_calls, run.trained) == (0, 36, True)
 
 
@@ -178,11 +178,11 @@ def test_diff_shows_the_prompt_difference_of_two_cells(experiment):
     assert "generate@v2" in printed.output
 
 
-def test_replay_reproduces_the_scores_from_the_caches_without_llm_calls(experiment, llm_server, tmp_path):
+def test_replay_reproduces_the_scores_from_the_caches_without_llm_calls(experiment, loopback, tmp_path):
     result, _ = experiment
-    before = llm_server.stats()["completions"]
+    before = loopback.stats()["completions"]
     replayed = replay(result.manifest, out=tmp_path / "replay")
-    assert llm_server.stats()["completions"] == before
+    assert loopback.stats()["completions"] == before
     assert replayed.experiment.totals["llm_calls"] == 0
     assert replayed.experiment.totals["cached_calls"] == result.totals["llm_calls"]
     assert len(replayed.rows) == 2 and replayed.max_difference == 0.0
@@ -192,7 +192,7 @@ def test_replay_reproduces_the_scores_from_the_caches_without_llm_calls(experime
         assert first == again
 
 
-def test_the_cli_runs_a_grid_file_and_reports_bad_ones(tmp_path, llm_server):
+def test_the_cli_runs_a_grid_file_and_reports_bad_ones(tmp_path):
     missing = CliRunner().invoke(app, ["experiment", "--grid", str(tmp_path / "none.toml")])
     assert missing.exit_code == 1 and "no such grid file" in missing.output
     both = CliRunner().invoke(app, ["experiment"])
