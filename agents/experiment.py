@@ -38,7 +38,6 @@ import json
 import re
 import sqlite3
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import KecpmError
 from ..manifest import Manifest
+from ..settings_file import read_settings_file, resolve_path
 from .run import RunConfig, run_method
 
 __all__ = [
@@ -153,27 +153,13 @@ class Grid(BaseModel):
     def from_file(cls, path: str | Path) -> Grid:
         """Read a ``.toml``/``.yaml`` grid; relative paths in it are taken from the file's folder."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such grid file") from None
-        try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                raise KecpmError(f"{path}: a grid file must end in .toml, .yaml or .yml")
-        except (tomllib.TOMLDecodeError, ValueError) as exc:
-            raise KecpmError(f"{path}: not a valid grid file: {exc}") from None
+        data = read_settings_file(path, what="grid")
         base = path.resolve().parent
         if data.get("data"):
-            data["data"] = base / Path(data["data"]).expanduser()
+            data["data"] = resolve_path(base, data["data"])
         pipeline = data.get("pipeline", {})
         if pipeline.get("template_dirs"):
-            pipeline["template_dirs"] = [str(base / Path(d).expanduser()) for d in pipeline["template_dirs"]]
+            pipeline["template_dirs"] = [str(resolve_path(base, d)) for d in pipeline["template_dirs"]]
         try:
             grid = cls.model_validate({**data, "source": path.resolve()})
         except ValidationError as exc:

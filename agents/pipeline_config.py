@@ -20,15 +20,14 @@ Environment variables ``KECPM_<FIELD>`` (nested with ``__``: ``KECPM_LLM__MODEL`
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..errors import KecpmError
 from ..retrieval.config import SelectionConfig
+from ..settings_file import read_settings_file, resolve_path
 from .llm import LLMConfig
 
 __all__ = ["PipelineConfig"]
@@ -58,35 +57,14 @@ class PipelineConfig(BaseSettings):
     def from_file(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
         """Read a ``.toml``, ``.yaml`` or ``.yml`` file; relative paths in it are taken from the file's folder."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such config file") from None
-        try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                raise KecpmError(f"{path}: a config file must end in .toml, .yaml or .yml")
-        except (tomllib.TOMLDecodeError, ValueError) as exc:
-            raise KecpmError(f"{path}: not a valid config file: {exc}") from None
-        if not isinstance(data, dict):
-            raise KecpmError(f"{path}: the config must be a table of settings")
+        data = read_settings_file(path)
         data = dict(data.get("pipeline", data))
         for key in ("knowledge_cache", "extractor"):
             if data.get(key):
-                data[key] = _relative_to(path.parent, data[key])
+                data[key] = resolve_path(path.parent, data[key])
         if data.get("store") and "://" not in str(data["store"]):
-            data["store"] = str(_relative_to(path.parent, data["store"]))
+            data["store"] = str(resolve_path(path.parent, data["store"]))
         if data.get("template_dirs"):
-            data["template_dirs"] = [_relative_to(path.parent, d) for d in data["template_dirs"]]
+            data["template_dirs"] = [resolve_path(path.parent, d) for d in data["template_dirs"]]
         data.update(overrides)
         return cls(**data)
-
-
-def _relative_to(base: Path, value: str | Path) -> Path:
-    value = Path(value).expanduser()
-    return value if value.is_absolute() else base / value
