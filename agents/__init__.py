@@ -15,7 +15,6 @@ from .images import ImageError, encode_image, image_part
 from .knowledge import (
     DEFAULT_TEMPLATES,
     KnowledgeChain,
-    describe_quintuples,
     format_critique,
     format_demonstrations,
     format_knowledge,
@@ -89,7 +88,6 @@ __all__ = [
     "classify_error",
     "content_key",
     "create_kecpm_agent",
-    "describe_quintuples",
     "encode_image",
     "format_critique",
     "format_demonstrations",

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from ..labels import EntityType, Relation
 from ..prompts import PromptTemplateFile, load_template
-from ..records import Demonstration, Post, Quintuple
+from ..records import Demonstration, Post
+from ..retrieval.pools import format_answer
 from .cache import CachedCall, KnowledgeCache, content_key
 from .images import ImageError, image_part
 from .llm import LLMCallError, classify_error, retry_policy
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TEMPLATES",
     "KnowledgeChain",
-    "describe_quintuples",
     "format_critique",
     "format_demonstrations",
     "format_knowledge",
@@ -44,24 +44,13 @@ DEFAULT_TEMPLATES: dict[Stage, str] = {"generate": "generate@v1", "critique": "c
 _SCHEMAS: dict[Stage, type[BaseModel]] = {"generate": Knowledge, "critique": Critique, "revise": Knowledge}
 
 
-def describe_quintuples(quintuples: Sequence[Quintuple]) -> str:
-    """The annotators' answer for gold quintuples, in the style of the paper's demonstrations."""
-    if not quintuples:
-        return "No relation is mentioned in the text."
-    return " ".join(
-        f"The relation between {q.head.name} ({q.head.type.natural}) and {q.tail.name} ({q.tail.type.natural}) "
-        f'is "{q.relation.natural}".'
-        for q in quintuples
-    )
-
-
 def format_demonstrations(demonstrations: Sequence[Demonstration]) -> str:
     """Text, image description and answer of each demonstration, separated by blank lines."""
     if not demonstrations:
         return "(no annotated examples are available)"
     blocks = []
     for demo in demonstrations:
-        answer = demo.answer or describe_quintuples(demo.quintuples)
+        answer = demo.answer or format_answer(demo.quintuples)
         blocks.append(f"Text: {demo.text}\nImage descriptions: {demo.image_description or '(none)'}\nAnswer: {answer}")
     return "\n\n".join(blocks)
 
