@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .records import Entity, Post, Quintuple
 
 __all__ = [
     "load_split",
+    "overlay",
     "parse_kecpm",
     "post_from_record",
     "post_to_record",
@@ -254,23 +255,24 @@ def load_split(seed_dir: str | Path, split: str, *, captions: bool = True, knowl
     if knowledge and (seed_dir / f"{split}_ofa_knowledge.json").exists():
         overlays.append(("knowledge", seed_dir / f"{split}_ofa_knowledge.json"))
     for field, path in overlays:
-        extra = read_kecpm(path)
-        if len(extra) != len(posts):
-            raise DataError(Problem(f"{len(extra)} records, but {split}.json has {len(posts)}", source=path))
-        merged = []
-        for position, (post, other) in enumerate(zip(posts, extra, strict=True), start=1):
-            if other.tokens != post.tokens or other.img_id != post.img_id:
-                raise DataError(
-                    Problem(
-                        f"record differs from {split}.json's record {position}",
-                        source=path,
-                        line=position,
-                        record=post.id,
-                    )
-                )
-            merged.append(post.model_copy(update={field: getattr(other, field)}))
-        posts = merged
+        posts = overlay(posts, path, field=field, base=f"{split}.json")
     return posts
+
+
+def overlay(posts: Sequence[Post], path: str | Path, *, field: str, base: str = "the posts") -> list[Post]:
+    """``posts`` with ``field`` (``knowledge`` or ``image_descriptions``) taken from the KECPM file ``path``,
+    record by record; DataError when the file does not hold the same posts in the same order."""
+    extra = read_kecpm(path)
+    if len(extra) != len(posts):
+        raise DataError(Problem(f"{len(extra)} records, but {base} has {len(posts)}", source=path))
+    merged = []
+    for position, (post, other) in enumerate(zip(posts, extra, strict=True), start=1):
+        if other.tokens != post.tokens or other.img_id != post.img_id:
+            raise DataError(
+                Problem(f"record differs from {base}'s record {position}", source=path, line=position, record=post.id)
+            )
+        merged.append(post.model_copy(update={field: getattr(other, field)}))
+    return merged
 
 
 def _entity_record(entity: Entity) -> dict[str, Any]:

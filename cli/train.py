@@ -23,23 +23,14 @@ def load_posts(path: Path, knowledge: Path | None = None) -> list[Post]:
     """A KECPM file's posts; ``train.json``/``val.json``/``test.json`` also get their sibling
     ``*_ofa_image_caption.json`` and ``*_ofa_knowledge.json``; ``knowledge`` (a KECPM file, e.g. the
     knowledge agent's export) then replaces each post's knowledge, record by record."""
-    from kecpm.errors import DataError, Problem
-    from kecpm.jmere import load_split, read_kecpm
+    from kecpm.jmere import load_split, overlay, read_kecpm
 
     if not path.is_file():
         raise typer.BadParameter(f"{path}: no such file")
     posts = load_split(path.parent, path.stem) if path.stem in _SPLITS and path.suffix == ".json" else read_kecpm(path)
     if knowledge is None:
         return posts
-    extra = read_kecpm(knowledge)
-    if len(extra) != len(posts):
-        raise DataError(Problem(f"{len(extra)} records, but {path} has {len(posts)}", source=knowledge))
-    merged = []
-    for line, (post, other) in enumerate(zip(posts, extra, strict=True), start=1):
-        if other.tokens != post.tokens:
-            raise DataError(Problem(f"record differs from {path}'s record {line}", source=knowledge, line=line))
-        merged.append(post.model_copy(update={"knowledge": other.knowledge}))
-    return merged
+    return overlay(posts, knowledge, field="knowledge", base=str(path))
 
 
 def _overrides(items: list[str]) -> dict[str, object]:
