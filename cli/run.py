@@ -116,12 +116,12 @@ def demo(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
 ) -> None:
     """The whole method offline on the embedded defaults (SmolLM2, MiniLM), on a small synthetic sample
-    (14 train and 7 val posts: a few minutes on 2 cores) unless --data."""
+    (21 train and 7 val posts: a few minutes on 2 cores) unless --data."""
     from ..agents.run import RunConfig
 
     # The embedded 135M model: short answers keep it fast and stop it rambling.
     pipeline = _pipeline_config(None, llm={"base_url": None, "max_tokens": 160}, rounds=rounds)
-    _run(RunConfig(out=out, data=data, pipeline=pipeline, epochs=epochs, limit=limit, synthetic_size=(14, 7)))
+    _run(RunConfig(out=out, data=data, pipeline=pipeline, epochs=epochs, limit=limit, synthetic_size=(21, 7)))
 
 
 def extract(
