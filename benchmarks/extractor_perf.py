@@ -1,0 +1,130 @@
+"""Performance of the span-pair extractor: training time to the best val F1, prediction throughput,
+peak memory. Each figure is printed with its goal and a baseline measured in the same run.
+
+    nice -n 10 .venv/bin/python benchmarks/extractor_perf.py --threads 2 [--model DIR] [--runs FILE]
+
+- Throughput: posts/s of batched prediction (``--batch-size``, default 64) against one post at a time
+  (the baseline), on the val posts of ``--seed`` with all inputs (captions + knowledge). Goal >= 100.
+- Peak RSS of this process (``ru_maxrss``) against the RSS after importing torch and transformers
+  (the baseline). Goal <= 2 GB.
+- Training time to the best val F1: from a quality study's ``runs.jsonl`` (``--runs``, written by
+  ``benchmarks/extractor_quality.py``), or by training here with ``--train``. Goal <= 10 min per seed.
+
+Without ``--model`` the throughput is measured on an untrained model (random heads), which is the
+worst case for decoding: most spans pass the entity threshold, so every post gets the maximum of
+candidate entities and pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="the jmere/few_shot folder")
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--model", type=Path, default=None, help="a trained model directory")
+    parser.add_argument("--train", action="store_true", help="train here to time training (one seed)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--preset", default="imagecap_know")
+    parser.add_argument("--runs", type=Path, default=None, help="runs.jsonl of a quality study")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    import torch
+    import transformers  # noqa: F401  (part of the baseline memory)
+
+    from kecpm.jmere import load_split
+    from kecpm.paths import require_data_dir
+
+    torch.set_num_threads(args.threads)
+    baseline_rss = rss_mb()
+    data = args.data or require_data_dir() / "jmere" / "few_shot"
+    train = load_split(data / f"seed_{args.seed}", "train")
+    val = load_split(data / f"seed_{args.seed}", "val")
+    print(f"threads {args.threads}; {len(val)} val posts of seed {args.seed}; baseline RSS {baseline_rss:.0f} MB")
+
+    from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
+
+    if args.model is not None:
+        model = load_extractor(args.model)
+        kind = f"trained model {args.model}"
+    elif args.train:
+        from kecpm.eval import make_scorer
+
+        model = SpanPairExtractor(parts=InputParts.preset(args.preset))
+        report = model.fit(
+            train,
+            val,
+            scorer=make_scorer(mode="paper", metric="micro_f1"),
+            config=TrainConfig(seed=args.seed, epochs=args.epochs, threads=args.threads),
+        )
+        print(
+            f"training: best val micro-F1 {100 * report.best_score:.1f} at epoch {report.best_epoch}, "
+            f"{report.seconds_to_best / 60:.1f} min to best, {report.seconds / 60:.1f} min in all "
+            f"(goal <= 10 min to best: {'met' if report.seconds_to_best <= 600 else 'NOT met'})"
+        )
+        kind = "model trained here"
+    else:
+        model = SpanPairExtractor(parts=InputParts.preset(args.preset))
+        model._prepare(train)  # builds the network and label schema without training
+        kind = "untrained model (worst case for decoding)"
+
+    model.predict(val[:8])  # warm-up
+    started, cpu_started = time.perf_counter(), time.process_time()
+    model.predict(val, batch_size=args.batch_size)
+    batched = len(val) / (time.perf_counter() - started)
+    # CPU seconds, summed over threads: what the figure would be on idle cores (the machine is shared)
+    per_cpu_second = len(val) / (time.process_time() - cpu_started)
+    single_posts = val[:60]
+    started = time.perf_counter()
+    for post in single_posts:
+        model.predict([post], batch_size=1)
+    single = len(single_posts) / (time.perf_counter() - started)
+    print(
+        f"throughput ({kind}): batched {batched:.0f} posts/s vs one at a time {single:.0f} posts/s "
+        f"(x{batched / single:.1f}); goal >= 100 posts/s: {'met' if batched >= 100 else 'NOT met'}; "
+        f"{per_cpu_second:.0f} posts per CPU-second ({args.threads} threads: "
+        f"about {per_cpu_second * args.threads:.0f} posts/s on idle cores)"
+    )
+    peak = peak_rss_mb()
+    print(
+        f"peak RSS {peak:.0f} MB (x{peak / baseline_rss:.1f} the {baseline_rss:.0f} MB after imports); "
+        f"goal <= 2048 MB: {'met' if peak <= 2048 else 'NOT met'}"
+    )
+
+    if args.runs is not None:
+        runs = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
+        for preset in dict.fromkeys(r["preset"] for r in runs):
+            times = [r["seconds_to_best"] / 60 for r in runs if r["preset"] == preset]
+            per_seed = ", ".join(f"{r['seed']}: {r['seconds_to_best'] / 60:.1f}" for r in runs if r["preset"] == preset)
+            print(
+                f"study {preset}: minutes to best val per seed {per_seed} (mean {statistics.mean(times):.1f}, "
+                f"max {max(times):.1f}; goal <= 10: {'met' if max(times) <= 10 else 'NOT met'})"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Quality study of the span-pair extractor on the real few-shot splits (val), as a Markdown table.
+
+For each input setting and seed: train on ``seed_N/train`` (with the OFA captions and the authors'
+ChatGPT knowledge that ``kecpm.jmere.load_split`` overlays), select the epoch on val paper micro-F1,
+then report val micro/macro F1 in paper and standard modes, mean +- std over the seeds.
+
+    nice -n 10 .venv/bin/python benchmarks/extractor_quality.py --out runs/extractor_quality
+
+Options: ``--seeds 17 67 97``, ``--presets only_text imagecap_know imagecap`` (also ``know``, and
+``llm_know`` with ``--knowledge-dir DIR``: a folder of ``seed_N/{train,val}_ofa_knowledge.json`` exported
+by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--epochs 20``, ``--set key=value``
+(a SpanPairConfig or TrainConfig field), ``--threads 1``. Results are appended to ``OUT/runs.jsonl`` as
+each run ends (a rerun skips the runs already there), and ``OUT/table.md`` is rewritten after each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LABELS = {
+    "only_text": "text only",
+    "imagecap": "+ image description",
+    "know": "+ ChatGPT knowledge",
+    "imagecap_know": "+ image description + ChatGPT knowledge",
+    "llm_know": "+ image description + embedded-LLM knowledge",
+}
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_posts(data: Path, seed: int, split: str, knowledge_dir: Path | None):
+    from kecpm.jmere import load_split, read_kecpm
+
+    posts = load_split(data / f"seed_{seed}", split)
+    if knowledge_dir is None:
+        return posts
+    folder = knowledge_dir / f"seed_{seed}"
+    names = [f"{split}_ofa_knowledge.json", f"{split}_knowledge.json"]
+    found = next((folder / n for n in names if (folder / n).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{folder}: none of {names}")
+    generated = read_kecpm(found)
+    if [p.tokens for p in generated] != [p.tokens for p in posts]:
+        raise ValueError(f"{found}: not the same posts, in the same order, as {split}.json")
+    return [p.model_copy(update={"knowledge": g.knowledge}) for p, g in zip(posts, generated, strict=True)]
+
+
+def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overrides: dict) -> dict:
+    import torch
+
+    from kecpm.eval import evaluate, make_scorer
+    from kecpm.extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
+
+    torch.set_num_threads(args.threads)
+    knowledge_dir = args.knowledge_dir if preset == "llm_know" else None
+    parts = InputParts.preset("imagecap_know" if preset == "llm_know" else preset)
+    if args.knowledge_sentences:
+        parts = parts.model_copy(update={"knowledge_sentences": args.knowledge_sentences})
+    train = load_posts(data, seed, "train", knowledge_dir)
+    val = load_posts(data, seed, "val", knowledge_dir)
+    model_fields = {k: v for k, v in overrides.items() if k in SpanPairConfig.model_fields}
+    train_fields = {k: v for k, v in overrides.items() if k in TrainConfig.model_fields}
+    model = SpanPairExtractor(SpanPairConfig(**model_fields), parts=parts)
+    config = TrainConfig(seed=seed, epochs=args.epochs, **train_fields)
+    report = model.fit(train, val, scorer=make_scorer(mode="paper", metric="micro_f1"), config=config, progress=False)
+    predictions = model.predict(val)
+    paper = evaluate(val, predictions, mode="paper")
+    standard = evaluate(val, predictions, mode="standard")
+    return {
+        "preset": preset,
+        "seed": seed,
+        "overrides": overrides,
+        "epochs": args.epochs,
+        "best_epoch": report.best_epoch,
+        "epochs_run": len(report.history),
+        "seconds_to_best": round(report.seconds_to_best, 1),
+        "seconds": round(report.seconds, 1),
+        "paper_micro_f1": paper.micro.f1,
+        "paper_macro_f1": paper.macro_f1,
+        "standard_micro_f1": standard.micro.f1,
+        "standard_macro_f1": standard.macro_f1,
+        "precision": paper.micro.precision,
+        "recall": paper.micro.recall,
+        "entity_f1": paper.entity.f1,
+        "history": [round(e.val_score, 4) for e in report.history],
+    }
+
+
+def table(runs: list[dict], presets: list[str]) -> str:
+    from kecpm.eval import mean_std
+
+    def cell(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{100 * values[0]:.1f}"
+        mean, std = mean_std(values)
+        return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+    lines = [
+        "| input | seeds | paper micro-F1 | paper macro-F1 | standard micro-F1 | standard macro-F1 "
+        "| P / R (paper) | minutes to best val |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for preset in presets:
+        rows = [r for r in runs if r["preset"] == preset]
+        if not rows:
+            continue
+        seeds = ",".join(str(r["seed"]) for r in rows)
+        p = sum(r["precision"] for r in rows) / len(rows)
+        rc = sum(r["recall"] for r in rows) / len(rows)
+        minutes = sum(r["seconds_to_best"] for r in rows) / len(rows) / 60
+        lines.append(
+            f"| {LABELS.get(preset, preset)} | {seeds} | {cell([r['paper_micro_f1'] for r in rows])} "
+            f"| {cell([r['paper_macro_f1'] for r in rows])} | {cell([r['standard_micro_f1'] for r in rows])} "
+            f"| {cell([r['standard_macro_f1'] for r in rows])} | {100 * p:.1f} / {100 * rc:.1f} | {minutes:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="the jmere/few_shot folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[17, 67, 97])
+    parser.add_argument("--presets", nargs="+", default=["only_text", "imagecap_know", "imagecap"])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--knowledge-sentences", type=int, default=None)
+    parser.add_argument("--knowledge-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from kecpm.paths import require_data_dir
+
+    data = args.data or require_data_dir() / "jmere" / "few_shot"
+    overrides = {k: _value(v) for k, _, v in (item.partition("=") for item in args.set)}
+    if "llm_know" in args.presets and args.knowledge_dir is None:
+        parser.error("the llm_know setting needs --knowledge-dir")
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.jsonl"
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    key = {"epochs": args.epochs, "overrides": overrides}
+    # Seed-major order: a partial study already compares the settings on the same seeds.
+    for seed in args.seeds:
+        for preset in args.presets:
+            if any(
+                r["preset"] == preset and r["seed"] == seed and all(r[k] == v for k, v in key.items()) for r in runs
+            ):
+                continue
+            started = time.perf_counter()
+            run = run_one(data, seed, preset, args, overrides)
+            runs.append(run)
+            with log.open("a") as handle:
+                handle.write(json.dumps(run) + "\n")
+            print(
+                f"{preset} seed {seed}: paper micro {100 * run['paper_micro_f1']:.1f} "
+                f"(best epoch {run['best_epoch']}, {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+            mine = [r for r in runs if all(r[k] == v for k, v in key.items())]
+            header = (
+                f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
+                f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}.\n\n"
+            )
+            (args.out / "table.md").write_text(header + table(mine, args.presets))
+    print((args.out / "table.md").read_text(), file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
