@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import DataError, Problem
+from .errors import DataError, Problem, describe_validation_error
 from .records import Entity, Quintuple, Span
 
 __all__ = [
@@ -119,9 +119,7 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
             except json.JSONDecodeError as exc:
                 problems.append(Problem(f"malformed JSON: {exc.msg}", source=path, line=number))
             except ValidationError as exc:
-                error = exc.errors()[0]
-                where = ".".join(str(p) for p in error["loc"])
-                problems.append(Problem(f"{where}: {error['msg']}", source=path, line=number))
+                problems.append(Problem(describe_validation_error(exc), source=path, line=number))
     if problems:
         raise DataError(problems)
     for position, record in enumerate(records):

@@ -24,7 +24,7 @@ they compare normalised fields as sets per record in both modes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel
@@ -51,16 +51,6 @@ __all__ = [
     "result_from_counts",
 ]
 
-METRICS = (
-    "micro_precision",
-    "micro_recall",
-    "micro_f1",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "entity_f1",
-    "pair_relation_f1",
-)
 Metric = Literal[
     "micro_precision",
     "micro_recall",
@@ -71,6 +61,7 @@ Metric = Literal[
     "entity_f1",
     "pair_relation_f1",
 ]
+METRICS: tuple[str, ...] = get_args(Metric)
 
 
 class PRF(BaseModel):
