@@ -125,7 +125,7 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
     for position, record in enumerate(records):
         if record.index != position:
             problems.append(
-                Problem(f"index {record.index} out of order (expected {position})", source=path, line=position + 1)
+                Problem(f"index {record.index} out of order (expected {position})", source=path, line=record.line)
             )
     if problems:
         raise DataError(problems)

@@ -22,3 +22,6 @@ def test_malformed_lines_are_named(tmp_path):
     path.write_text('{"index": 0}\n{"index": 2}\n')
     with pytest.raises(DataError, match=r"p\.jsonl:2.*out of order"):
         read_predictions(path)
+    path.write_text('{"index": 0}\n\n{"index": 2}\n')  # a blank line: the problem names the file's line 3
+    with pytest.raises(DataError, match=r"p\.jsonl:3.*out of order"):
+        read_predictions(path)
