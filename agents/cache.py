@@ -10,7 +10,9 @@ their writes and ``INSERT OR IGNORE`` keeps one row per key. No API key ever rea
 A call about to be made is first *claimed* (a lease row naming the process): another builder, in this
 process or another, that needs the same call waits for the holder's answer instead of paying for it
 again. A lease ends when its answer is stored, when its holder gives it up (a failed call), when the
-holding process is gone (a killed build: checked by pid on this host) or after ``lease_s`` seconds.
+holding process is gone (a killed build: checked by pid on this host) or after ``lease_s`` seconds
+without renewal (the holder renews it every ``lease_s / 3`` while its call runs; a hung or partitioned
+holder stops renewing).
 
 >>> with KnowledgeCache("out/knowledge.sqlite") as cache:  # doctest: +SKIP
 ...     cache.export_kecpm(posts, "out/val_ofa_knowledge.json", run=report_run)
@@ -143,6 +145,12 @@ class KnowledgeCache:
                 return "busy"
             self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, self.owner, now + self.lease_s))
         return "mine"
+
+    def renew(self, key: str) -> None:
+        """Extend this cache's lease on ``key`` by ``lease_s`` from now (its call is still running)."""
+        self._db.execute(
+            "UPDATE claims SET expires = ? WHERE key = ? AND owner = ?", (time.time() + self.lease_s, key, self.owner)
+        )
 
     def release(self, key: str) -> None:
         """Give up this cache's lease on ``key`` (its call failed), so a waiting builder can try it."""

@@ -276,12 +276,17 @@ class KnowledgeChain:
                 cached=True,
                 key=key,
             )
+        # A call may outlast the lease (slow model, long retry waits): renew it while the call runs.
+        renewal = asyncio.create_task(self._renew(key)) if self.cache is not None else None
         try:
             output, usage = await self._ask(stage, messages)
         except BaseException:
             if self.cache is not None:
                 self.cache.release(key)
             raise
+        finally:
+            if renewal is not None:
+                renewal.cancel()
         if self.cache is not None:
             self.cache.put_call(
                 key, stage=stage, template=template.ref, model=self.model_name, output=output.model_dump(), usage=usage
@@ -301,6 +306,12 @@ class KnowledgeChain:
             if self.cache.claim(key) == "mine":
                 return None
             await asyncio.sleep(self.claim_poll_s)
+
+    async def _renew(self, key: str) -> None:
+        assert self.cache is not None
+        while True:
+            await asyncio.sleep(self.cache.lease_s / 3)
+            self.cache.renew(key)
 
     async def _ask(self, stage: Stage, messages: list[BaseMessage]) -> tuple[BaseModel, Usage]:
         """One structured answer: transport faults retried by the policy, bad answers re-asked."""

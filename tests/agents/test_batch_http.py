@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -208,3 +209,20 @@ async def test_requests_force_the_function_and_cap_tokens_as_configured(
         assert sent[param] == 77
         assert sent["tool_choice"]["function"]["name"] == "Knowledge"
         assert [t["function"]["name"] for t in sent["tools"]] == ["Knowledge"]
+
+
+async def test_a_lease_outlasting_its_term_is_renewed_so_no_call_is_paid_twice(
+    server: LoopbackServer, posts: list[Post], tmp_path: Path
+) -> None:
+    server.configure(latency=1.0)  # each call takes five lease terms
+    cache = tmp_path / "k.sqlite"
+    options = {"cache": cache, "concurrency": 2, "rounds": 0, "progress": False}
+    async with KnowledgeBuilder(_config(server), **options) as a, KnowledgeBuilder(_config(server), **options) as b:
+        assert a.cache is not None and b.cache is not None and a.cache.owner != b.cache.owner
+        a.cache.lease_s = b.cache.lease_s = 0.2
+        first, second = await asyncio.gather(a.abuild(posts[:2]), b.abuild(posts[:2]))
+        assert a.cache.claims() == []
+    assert first.succeeded == second.succeeded == 2
+    stats = server.stats()
+    assert stats["repeated"] == 0, "a waiter took over a lease whose holder was still calling"
+    assert stats["completions"] == 2
