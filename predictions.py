@@ -12,7 +12,7 @@ also carry ``head_span`` / ``tail_span`` (``[start, end)`` token offsets) and ``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +107,17 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
     path = Path(path)
     records: list[PredictionRecord] = []
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw: Any = json.loads(line)
-                record = PredictionRecord.model_validate(raw)
-                record.line = number
-                records.append(record)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(f"malformed JSON: {exc.msg}", source=path, line=number))
-            except ValidationError as exc:
-                problems.append(Problem(describe_validation_error(exc), source=path, line=number))
+    for number, raw, problem in _json_lines(path):
+        if problem is not None:
+            problems.append(problem)
+            continue
+        try:
+            record = PredictionRecord.model_validate(raw)
+        except ValidationError as exc:
+            problems.append(Problem(describe_validation_error(exc), source=path, line=number))
+            continue
+        record.line = number
+        records.append(record)
     if problems:
         raise DataError(problems)
     for position, record in enumerate(records):
@@ -130,6 +128,20 @@ def read_predictions(path: str | Path) -> list[PredictionRecord]:
     if problems:
         raise DataError(problems)
     return records
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any, Problem | None]]:
+    """Each non-blank line's number and JSON value, or the problem that kept it from parsing."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, None, Problem(f"malformed JSON: {exc.msg}", source=path, line=number)
+                continue
+            yield number, raw, None
 
 
 def read_predictions_lenient(path: str | Path) -> tuple[list[PredictionRecord], list[Problem]]:
@@ -144,37 +156,32 @@ def read_predictions_lenient(path: str | Path) -> tuple[list[PredictionRecord], 
     path = Path(path)
     records: list[PredictionRecord] = []
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            position = len(records)
-            record = PredictionRecord(index=position, line=number)
-            records.append(record)
+    for number, raw, problem in _json_lines(path):
+        position = len(records)
+        record = PredictionRecord(index=position, line=number)
+        records.append(record)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        if not isinstance(raw, dict):
+            problems.append(Problem("a predictions line must be a JSON object", source=path, line=number))
+            continue
+        if raw.get("index") != position:
+            problems.append(
+                Problem(f"index {raw.get('index')!r} out of order (expected {position})", source=path, line=number)
+            )
+        if isinstance(raw.get("img_id"), str):
+            record.img_id = raw["img_id"]
+        quintuples = raw.get("quintuples", [])
+        if not isinstance(quintuples, list):
+            problems.append(Problem("quintuples must be a list", source=path, line=number))
+            continue
+        for order, item in enumerate(quintuples, start=1):
             try:
-                raw: Any = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(f"malformed JSON: {exc.msg}", source=path, line=number))
-                continue
-            if not isinstance(raw, dict):
-                problems.append(Problem("a predictions line must be a JSON object", source=path, line=number))
-                continue
-            if raw.get("index") != position:
-                problems.append(
-                    Problem(f"index {raw.get('index')!r} out of order (expected {position})", source=path, line=number)
-                )
-            if isinstance(raw.get("img_id"), str):
-                record.img_id = raw["img_id"]
-            quintuples = raw.get("quintuples", [])
-            if not isinstance(quintuples, list):
-                problems.append(Problem("quintuples must be a list", source=path, line=number))
-                continue
-            for order, item in enumerate(quintuples, start=1):
-                try:
-                    record.quintuples.append(PredictedQuintuple.model_validate(item))
-                except ValidationError as exc:
-                    error = exc.errors()[0]
-                    where = ".".join(str(p) for p in error["loc"])
-                    message = f"quintuple {order}: {where + ': ' if where else ''}{error['msg']}"
-                    problems.append(Problem(message, source=path, line=number))
+                record.quintuples.append(PredictedQuintuple.model_validate(item))
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(p) for p in error["loc"])
+                message = f"quintuple {order}: {where + ': ' if where else ''}{error['msg']}"
+                problems.append(Problem(message, source=path, line=number))
     return records, problems
