@@ -96,6 +96,20 @@ def scripted():
     return make
 
 
+def _knowledge_build_args(data: Path, out: Path, server: LoopbackServer, *extra: str) -> list[str]:
+    return [
+        "knowledge", "build", "--data", str(data), "--out", str(out),
+        "--llm", server.base_url, "--model", "loopback", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def knowledge_build_args():
+    """``knowledge_build_args(data, out, server, *extra)`` -> the arguments of ``kecpm knowledge build``
+    against the loopback server (after ``kecpm``)."""
+    return _knowledge_build_args
+
+
 @pytest.fixture(scope="module")
 def loopback() -> Iterator[LoopbackServer]:
     """A loopback OpenAI-compatible server in a thread, shared by a module's tests (reset per test)."""

@@ -19,26 +19,11 @@ from kecpm.jmere import read_kecpm
 runner = CliRunner()
 
 
-def _build_args(split_dir: Path, out: Path, server: LoopbackServer, *extra: str) -> list[str]:
-    return [
-        "knowledge",
-        "build",
-        "--data",
-        str(split_dir / "val.json"),
-        "--out",
-        str(out),
-        "--llm",
-        server.base_url,
-        "--model",
-        "loopback",
-        "--no-progress",
-        *extra,
-    ]
-
-
-def test_build_then_show(server: LoopbackServer, split_dir: Path, tmp_path: Path) -> None:
+def test_build_then_show(knowledge_build_args, server: LoopbackServer, split_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, _build_args(split_dir, out, server, "--concurrency", "4", "--rounds", "1"))
+    result = runner.invoke(
+        app, knowledge_build_args(split_dir / "val.json", out, server, "--concurrency", "4", "--rounds", "1")
+    )
     assert result.exit_code == 0, result.output
     written = read_kecpm(out / "val_ofa_knowledge.json")
     assert len(written) == 21 and all(p.knowledge for p in written)
@@ -49,7 +34,7 @@ def test_build_then_show(server: LoopbackServer, split_dir: Path, tmp_path: Path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["templates"] == {"generate": "generate@v1", "critique": "critique@v1", "revise": "revise@v1"}
     calls = server.stats()["requests"]
-    again = runner.invoke(app, _build_args(split_dir, out, server, "--concurrency", "4"))
+    again = runner.invoke(app, knowledge_build_args(split_dir / "val.json", out, server, "--concurrency", "4"))
     assert again.exit_code == 0, again.output
     assert server.stats()["requests"] == calls  # all from the cache
 
@@ -62,27 +47,36 @@ def test_build_then_show(server: LoopbackServer, split_dir: Path, tmp_path: Path
 
 
 def test_failures_exit_non_zero_and_only_failed_retries_them(
-    server: LoopbackServer, split_dir: Path, tmp_path: Path
+    knowledge_build_args, server: LoopbackServer, split_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     server.configure(script=["500"] * 3)
-    failed = runner.invoke(app, _build_args(split_dir, out, server, "--rounds", "0", "--retries", "0"))
+    failed = runner.invoke(
+        app, knowledge_build_args(split_dir / "val.json", out, server, "--rounds", "0", "--retries", "0")
+    )
     assert failed.exit_code == 1
     assert "--only-failed" in failed.output
     assert json.loads((out / "knowledge_report.json").read_text())["failures"]
     before = server.stats()["requests"]
-    retried = runner.invoke(app, _build_args(split_dir, out, server, "--rounds", "0", "--only-failed"))
+    retried = runner.invoke(
+        app, knowledge_build_args(split_dir / "val.json", out, server, "--rounds", "0", "--only-failed")
+    )
     assert retried.exit_code == 0, retried.output
     assert server.stats()["requests"] - before == 3
     assert all(p.knowledge for p in read_kecpm(out / "val_ofa_knowledge.json"))
 
 
 def test_a_killed_build_resumes_and_repeats_no_finished_call(
-    server: LoopbackServer, split_dir: Path, tmp_path: Path
+    knowledge_build_args, server: LoopbackServer, split_dir: Path, tmp_path: Path
 ) -> None:
     server.configure(latency=0.05)
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "kecpm", *_build_args(split_dir, out, server, "--concurrency", "2")]
+    args = [
+        sys.executable,
+        "-m",
+        "kecpm",
+        *knowledge_build_args(split_dir / "val.json", out, server, "--concurrency", "2"),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -92,7 +86,7 @@ def test_a_killed_build_resumes_and_repeats_no_finished_call(
     child.wait()
     done_before = server.stats()["completions"]
     assert 20 <= done_before < 63, "the build was not interrupted mid-way"
-    result = runner.invoke(app, _build_args(split_dir, out, server, "--concurrency", "2"))
+    result = runner.invoke(app, knowledge_build_args(split_dir / "val.json", out, server, "--concurrency", "2"))
     assert result.exit_code == 0, result.output
     stats = server.stats()
     # At most the calls in flight at the kill (2) were answered but never stored, so asked again

@@ -56,27 +56,6 @@ def data_file(tmp_path: Path):
     return write
 
 
-def _build_command(data: Path, out: Path, server: LoopbackServer, *extra: str) -> list[str]:
-    """``kecpm knowledge build`` against the loopback server, as a command line for a child process."""
-    return [
-        sys.executable,
-        "-m",
-        "kecpm",
-        "knowledge",
-        "build",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--llm",
-        server.base_url,
-        "--model",
-        "loopback",
-        "--no-progress",
-        *extra,
-    ]
-
-
 def _spawn(command: Sequence[str], **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         list(command),
@@ -93,9 +72,13 @@ def make_posts():
 
 
 @pytest.fixture
-def build_command():
+def build_command(knowledge_build_args):
     """``build_command(data, out, server, *extra)`` -> a ``kecpm knowledge build`` command line."""
-    return _build_command
+
+    def command(data: Path, out: Path, server: LoopbackServer, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "kecpm", *knowledge_build_args(data, out, server, *extra)]
+
+    return command
 
 
 @pytest.fixture
