@@ -5,6 +5,8 @@ peak memory. Each figure is printed with its goal and a baseline measured in the
 
 - Throughput: posts/s of batched prediction (``--batch-size``, default 64) against one post at a time
   (the baseline), on the val posts of ``--seed`` with all inputs (captions + knowledge). Goal >= 100.
+- With ``--int8``: the same throughput for the int8 copy (``SpanPairExtractor.quantized``) against the
+  float model (the baseline), and, with a trained ``--model``, val paper micro-F1 of both.
 - Peak RSS of this process (``ru_maxrss``) against the RSS after importing torch and transformers
   (the baseline). Goal <= 2 GB.
 - Training time to the best val F1: from a quality study's ``runs.jsonl`` (``--runs``, written by
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="runs.jsonl of a quality study")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--int8", action="store_true", help="also measure the int8 copy against the float model")
     args = parser.parse_args()
 
     import torch
@@ -109,6 +112,8 @@ def main() -> None:
         f"{per_cpu_second:.0f} posts per CPU-second ({args.threads} threads: "
         f"about {per_cpu_second * args.threads:.0f} posts/s on idle cores)"
     )
+    if args.int8:
+        compare_int8(model, val, args.batch_size, batched, trained=kind != "untrained model (worst case for decoding)")
     peak = peak_rss_mb()
     print(
         f"peak RSS {peak:.0f} MB (x{peak / baseline_rss:.1f} the {baseline_rss:.0f} MB after imports); "
@@ -124,6 +129,24 @@ def main() -> None:
                 f"study {preset}: minutes to best val per seed {per_seed} (mean {statistics.mean(times):.1f}, "
                 f"max {max(times):.1f}; goal <= 10: {'met' if max(times) <= 10 else 'NOT met'})"
             )
+
+
+def compare_int8(model, val, batch_size: int, float_rate: float, *, trained: bool) -> None:
+    from kecpm.eval import evaluate
+
+    fast = model.quantized()
+    fast.predict(val[:8])  # warm-up
+    started = time.perf_counter()
+    int8_predictions = fast.predict(val, batch_size=batch_size)
+    rate = len(val) / (time.perf_counter() - started)
+    print(
+        f"int8: batched {rate:.0f} posts/s vs float {float_rate:.0f} posts/s (x{rate / float_rate:.2f}); "
+        f"goal >= 100 posts/s: {'met' if rate >= 100 else 'NOT met'}"
+    )
+    if trained:
+        float_f1 = evaluate(val, model.predict(val, batch_size=batch_size), mode="paper").micro.f1
+        int8_f1 = evaluate(val, int8_predictions, mode="paper").micro.f1
+        print(f"val paper micro-F1: int8 {100 * int8_f1:.1f} vs float {100 * float_f1:.1f}")
 
 
 if __name__ == "__main__":

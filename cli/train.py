@@ -142,6 +142,7 @@ def predict(
     knowledge: Annotated[Path | None, typer.Option(help="a KECPM file whose knowledge replaces the posts'")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    int8: Annotated[bool, typer.Option(help="int8 encoder (span-pair model): faster, F1 within tenths")] = False,
 ) -> None:
     """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads."""
     from kecpm.extractor import load_extractor
@@ -153,6 +154,10 @@ def predict(
         torch.set_num_threads(threads)
     posts = load_posts(data, knowledge)
     model = load_extractor(model_dir)
+    if int8:
+        if not hasattr(model, "quantized"):
+            raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
+        model = model.quantized()
     predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

@@ -107,9 +107,15 @@ class Extractor(ABC):
     """The interface of both model families: ``fit``, ``predict``, ``apredict``, ``save``, ``load``."""
 
     family: ClassVar[str]
+    inference_only: bool = False
+    """True for a copy made only to predict (e.g. :meth:`SpanPairExtractor.quantized`)."""
 
     def __init__(self) -> None:
         self.report: FitReport | None = None
+
+    def _check_trainable(self, action: str) -> None:
+        if self.inference_only:
+            raise RuntimeError(f"cannot {action} an inference-only copy (int8): {action} the float model instead")
 
     # -- what a family implements ------------------------------------------------------------
     @abstractmethod
@@ -165,6 +171,7 @@ class Extractor(ABC):
         import torch
         from tqdm.auto import tqdm
 
+        self._check_trainable("train")
         config = config or TrainConfig()
         if not train:
             raise ValueError("fit needs at least one training post")
@@ -235,6 +242,7 @@ class Extractor(ABC):
 
     def save(self, directory: str | Path) -> Path:
         """Write the model to ``directory`` (created); :func:`load_extractor` reads it back."""
+        self._check_trainable("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         manifest = {

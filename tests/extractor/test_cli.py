@@ -51,6 +51,13 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     ]
     assert (out / "val_predictions.jsonl").read_text() == preds.read_text()
 
+    fast = tmp_path / "int8.jsonl"
+    result = runner.invoke(
+        app, ["predict", "--model", str(out), "--data", str(split_dir / "val.json"), "--out", str(fast), "--int8"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [r.img_id for r in read_predictions(fast)] == [p.img_id for p in val]
+
 
 def test_knowledge_override_must_match_the_posts(split_dir, tmp_path, tiny_encoder):
     other = tmp_path / "other_knowledge.json"

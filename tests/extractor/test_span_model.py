@@ -146,3 +146,81 @@ async def test_apredict_matches_predict(trained_tiny, synthetic_split):
     model, _ = trained_tiny
     _, val = synthetic_split
     assert await model.apredict(val[:5]) == model.predict(val[:5])
+
+
+def test_a_span_reads_its_first_mention_in_the_context(trained_tiny):
+    model, _ = trained_tiny
+    post = Post(
+        id="m1",
+        text="Alva Brenner met the mayor of Oakline",
+        image_descriptions=["two people on a stage"],
+        knowledge=["ALVA BRENNER is a singer.", "Oakline's mayor is elected.", "Mayoral races: often close."],
+    )
+    encoded = model._encode(post, with_labels=False)
+    tokens = model.tokenizer.convert_ids_to_tokens(encoded.ids)
+    mentions = {" ".join(post.tokens[i:j]): m for (i, j), m in zip(encoded.spans, encoded.mentions, strict=True)}
+    knowledge_start = tokens.index("knowledge")
+
+    def words(name: str) -> str:
+        start, end = mentions[name]
+        return model.tokenizer.convert_tokens_to_string(tokens[start:end])
+
+    assert words("Alva Brenner") == "alva brenner"  # case-blind, in the knowledge, not in the text
+    assert mentions["Alva Brenner"][0] > knowledge_start
+    assert words("Oakline") == "oakline"  # a whole word before an apostrophe
+    assert mentions["mayor"][0] > mentions["Oakline"][0]  # "Mayoral" is not "mayor"; the first whole word is
+    assert mentions["met"] == (0, 0)  # not mentioned
+    assert mentions["Brenner met"] == (0, 0)
+    # pairs read the first sentence that mentions both spans
+    sentences = [model.tokenizer.convert_tokens_to_string(tokens[a:b]) for a, b in encoded.sentences]
+    assert sentences == ["image : two people on a stage", "knowledge : alva brenner is a singer.",
+                         "oakline ' s mayor is elected.", "mayoral races : often close."]  # fmt: skip
+    span = {" ".join(post.tokens[i:j]): k for k, (i, j) in enumerate(encoded.spans)}
+    from kecpm.extractor.span_model import _shared_sentence
+
+    assert _shared_sentence(encoded, span["mayor"], span["Oakline"]) == encoded.sentences[2]
+    assert _shared_sentence(encoded, span["Oakline"], span["mayor"]) == encoded.sentences[2]
+    assert _shared_sentence(encoded, span["Alva Brenner"], span["Oakline"]) == (0, 0)
+    # without context nothing is mentioned, and a model without the feature encodes no mentions
+    bare = post.model_copy(update={"image_description": "", "knowledge": []})
+    assert set(model._encode(bare, with_labels=False).mentions) == {(0, 0)}
+    plain = SpanPairExtractor(SpanPairConfig(context_mentions=False, context_comentions=False))
+    plain.tokenizer = model.tokenizer
+    plain._use_types = True
+    assert plain._encode(post, with_labels=False).mentions == []
+    assert plain._encode(post, with_labels=False).sentence_sets == []
+
+
+def test_models_saved_before_context_mentions_load_without_them(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(
+        encoder=str(tiny_encoder), hidden_size=32, max_length=96, context_mentions=False, context_comentions=False
+    )
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    directory = model.save(tmp_path / "old")
+    manifest = json.loads((directory / "extractor.json").read_text())
+    del manifest["config"]["context_mentions"], manifest["config"]["context_comentions"]  # as an older kecpm wrote it
+    (directory / "extractor.json").write_text(json.dumps(manifest))
+    loaded = load_extractor(directory)
+    assert loaded.config.context_mentions is loaded.config.context_comentions is False
+    assert loaded.predict(val) == model.predict(val)
+
+
+def test_int8_copy_predicts_and_refuses_training_and_saving(trained_tiny, synthetic_split, scorer, tmp_path):
+    model, _ = trained_tiny
+    train, val = synthetic_split
+    fast = model.quantized()
+
+    def int8_layers(extractor: SpanPairExtractor) -> int:
+        return sum("quantized.dynamic" in type(m).__module__ for m in extractor.network.encoder.modules())
+
+    assert int8_layers(fast) == 2 * 6 + 1  # 6 linear layers per block and the pooler's
+    assert int8_layers(model) == 0  # the original stays in float
+    predictions = fast.predict(val)
+    assert len(predictions) == len(val) and all(predictions)
+    with pytest.raises(RuntimeError, match="inference-only copy"):
+        fast.save(tmp_path / "int8")
+    with pytest.raises(RuntimeError, match="inference-only copy"):
+        fast.fit(train, val, scorer=scorer)
+    assert not (tmp_path / "int8").exists()
