@@ -287,11 +287,12 @@ class _Run:
 
     def _train(self, train: list[Post], val: list[Post]) -> None:
         from ..eval import make_scorer
-        from ..extractor import InputParts, SpanPairExtractor, TrainConfig
+        from ..extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
         from ..prompts import load_template
 
         config = self.config
         model_dir = self.out / "model"
+        train_config = TrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed)
         key = _digest(
             [
                 "train",
@@ -300,9 +301,9 @@ class _Run:
                 config.parts,
                 config.knowledge_sentences,
                 config.input_template,
-                config.epochs,
-                config.patience,
-                config.seed,
+                # the model's and training's defaults: a kecpm that changes them trains again
+                SpanPairConfig().model_dump(mode="json"),
+                train_config.model_dump(mode="json"),
             ]
         )
 
@@ -316,7 +317,7 @@ class _Run:
                 train,
                 val,
                 scorer=make_scorer(mode="paper", metric="micro_f1"),
-                config=TrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed),
+                config=train_config,
             )
             _remove(folder)
             model.save(folder)
