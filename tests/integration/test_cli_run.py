@@ -43,6 +43,24 @@ def test_run_writes_results_then_reuses_every_cache(tmp_path, server):
     for stage in ("data", "index", "knowledge", "train", "predict", "eval"):
         assert f"{stage}: cached" in second.output
 
+    # a kecpm whose extractor defaults differ trains again (and predicts and scores again), asks no LLM
+    from kecpm.extractor import SpanPairConfig
+
+    field = SpanPairConfig.model_fields["dropout"]
+    default = field.default
+    try:
+        field.default = default + 0.05
+        SpanPairConfig.model_rebuild(force=True)
+        third = runner.invoke(app, args)
+    finally:
+        field.default = default
+        SpanPairConfig.model_rebuild(force=True)
+    assert third.exit_code == 0, third.output
+    assert server.stats()["completions"] == calls
+    assert "knowledge: cached" in third.output
+    for stage in ("train", "predict", "eval"):
+        assert f"{stage}: cached" not in third.output
+
 
 def test_extract_prints_quintuples_and_knowledge(tmp_path, server, store_dir, model_dir):
     result = runner.invoke(
@@ -87,21 +105,3 @@ def test_extract_with_an_image_and_no_description_offline_is_a_clear_error(tmp_p
     )
     assert result.exit_code == 1
     assert "has an image but no description" in result.output
-
-    # a kecpm whose extractor defaults differ trains again (and predicts and scores again), asks no LLM
-    from kecpm.extractor import SpanPairConfig
-
-    field = SpanPairConfig.model_fields["dropout"]
-    default = field.default
-    try:
-        field.default = default + 0.05
-        SpanPairConfig.model_rebuild(force=True)
-        third = runner.invoke(app, args)
-    finally:
-        field.default = default
-        SpanPairConfig.model_rebuild(force=True)
-    assert third.exit_code == 0, third.output
-    assert server.stats()["completions"] == calls
-    assert "knowledge: cached" in third.output
-    for stage in ("train", "predict", "eval"):
-        assert f"{stage}: cached" not in third.output
