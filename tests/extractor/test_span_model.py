@@ -171,7 +171,11 @@ def test_a_span_reads_its_first_mention_in_the_context(trained_tiny):
     assert mentions["mayor"][0] > mentions["Oakline"][0]  # "Mayoral" is not "mayor"; the first whole word is
     assert mentions["met"] == (0, 0)  # not mentioned
     assert mentions["Brenner met"] == (0, 0)
-    # pairs read the first sentence that mentions both spans
+    # with context_comentions, pairs read the first sentence that mentions both spans
+    comentions = SpanPairExtractor(SpanPairConfig(context_comentions=True))
+    comentions.tokenizer, comentions._use_types = model.tokenizer, True
+    encoded = comentions._encode(post, with_labels=False)
+    assert model._encode(post, with_labels=False).sentence_sets == []  # off by default
     sentences = [model.tokenizer.convert_tokens_to_string(tokens[a:b]) for a, b in encoded.sentences]
     assert sentences == ["image : two people on a stage", "knowledge : alva brenner is a singer.",
                          "oakline ' s mayor is elected.", "mayoral races : often close."]  # fmt: skip
@@ -224,3 +228,14 @@ def test_int8_copy_predicts_and_refuses_training_and_saving(trained_tiny, synthe
     with pytest.raises(RuntimeError, match="inference-only copy"):
         fast.fit(train, val, scorer=scorer)
     assert not (tmp_path / "int8").exists()
+
+
+def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, context_comentions=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    assert any(e.sentence_sets and any(e.sentence_sets) for e in model._examples(val[:4]))
+    loaded = load_extractor(model.save(tmp_path / "comentions"))
+    assert loaded.config.context_comentions is True
+    assert loaded.predict(val) == model.predict(val)
