@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="also measure the int8 copy against the float model")
+    parser.add_argument("--save", type=Path, default=None, help="with --train: save the trained model here")
     args = parser.parse_args()
 
     import torch
@@ -90,6 +91,8 @@ def main() -> None:
             f"(goal <= 10 min to best: {'met' if report.seconds_to_best <= 600 else 'NOT met'})"
         )
         kind = "model trained here"
+        if args.save is not None:
+            model.save(args.save)
     else:
         model = SpanPairExtractor(parts=InputParts.preset(args.preset))
         model._prepare(train)  # builds the network and label schema without training

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
 import json
 import logging
 import random
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +100,24 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def return_freed_memory() -> bool:
+    """Have glibc's malloc serve blocks of 1 MiB or more by ``mmap``, so they go back to the OS when freed.
+
+    glibc raises its mmap threshold after each large free; training then allocates activations of
+    ever-changing sizes from the heap and fragments it: a 20-epoch fit on real data grew to 3.3 GB
+    RSS, against about 1.1 GB with this (README). Process-wide; False where there is no glibc to tune.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20))
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+
+
+_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+
+
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -179,6 +199,7 @@ class Extractor(ABC):
             raise ValueError("fit needs validation posts: early stopping selects on them")
         if config.threads is not None:
             torch.set_num_threads(config.threads)
+        return_freed_memory()
         seed_everything(config.seed)
         self._prepare(train)
         self.train_config = config

@@ -239,3 +239,11 @@ def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_
     loaded = load_extractor(model.save(tmp_path / "comentions"))
     assert loaded.config.context_comentions is True
     assert loaded.predict(val) == model.predict(val)
+
+
+def test_training_returns_freed_memory_to_the_os_on_glibc():
+    import platform
+
+    from kecpm.extractor.base import return_freed_memory
+
+    assert return_freed_memory() is (platform.libc_ver()[0] == "glibc")
