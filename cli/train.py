@@ -74,7 +74,7 @@ def train(
     metric: Annotated[str, typer.Option(help="val metric for early stopping (kecpm.eval)")] = "micro_f1",
     mode: Annotated[str, typer.Option(help="paper or standard scoring")] = "paper",
     template: Annotated[str | None, typer.Option(help="input template, e.g. extract_input@v1")] = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help="a model config field, KEY=VALUE")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="a model or TrainConfig field, K=V")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Fine-tune the extractor; the model with the best val score is saved to OUT."""
@@ -100,6 +100,8 @@ def train(
     val_posts = load_posts(val_path, val_knowledge)
     chosen_template = load_template(template) if template else None
     extra = _overrides(settings or [])
+    # --set KEY=VALUE names a field of the model's config or of TrainConfig (e.g. return_freed_memory=false)
+    train_extra = {key: extra.pop(key) for key in list(extra) if key in TrainConfig.model_fields}
     if family == "span_pair":
         model = SpanPairExtractor(SpanPairConfig(encoder=checkpoint, **extra), parts=parts, template=chosen_template)
     elif family == "generative":
@@ -109,13 +111,16 @@ def train(
     else:
         raise typer.BadParameter(f"unknown family {family!r} (span_pair or generative)")
     config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        head_learning_rate=head_learning_rate,
-        patience=patience,
-        seed=seed,
-        threads=threads,
+        **{
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "head_learning_rate": head_learning_rate,
+            "patience": patience,
+            "seed": seed,
+            "threads": threads,
+            **train_extra,
+        }
     )
     report = model.fit(
         train_posts,

@@ -26,6 +26,7 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
             "--epochs", "2",
             "--set", "hidden_size=32",
             "--set", "max_length=96",
+            "--set", "return_freed_memory=false",
             "--quiet",
         ],
     )  # fmt: skip
@@ -34,6 +35,7 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     manifest = json.loads((out / "extractor.json").read_text())
     assert manifest["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
     assert manifest["config"]["hidden_size"] == 32
+    assert manifest["train_config"]["return_freed_memory"] is False
     val = load_split(split_dir, "val")
     assert len(read_predictions(out / "val_predictions.jsonl")) == len(val)
 
