@@ -297,7 +297,8 @@ class SpanPairExtractor(Extractor):
         n = len(assembled.words)
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
         context_index = _ContextIndex(contexts)
-        found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans]
+        wanted = self.config.context_mentions or self.config.context_comentions
+        found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans] if wanted else []
         mentions = [first for first, _ in found] if self.config.context_mentions else []
         sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
         labels = [0] * len(spans)
