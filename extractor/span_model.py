@@ -296,8 +296,8 @@ class SpanPairExtractor(Extractor):
             type_ids += [segment_type] * (len(ids) - len(type_ids))
         n = len(assembled.words)
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
-        context_index = _ContextIndex(contexts)
         wanted = self.config.context_mentions or self.config.context_comentions
+        context_index = _ContextIndex(contexts if wanted else [])
         found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans] if wanted else []
         mentions = [first for first, _ in found] if self.config.context_mentions else []
         sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
@@ -650,9 +650,10 @@ class _ContextIndex:
                 if (at == 0 or not haystack[at - 1].isalnum()) and (
                     end == len(haystack) or not haystack[end].isalnum()
                 ):
-                    tokens = [k for k, (a, b) in enumerate(offsets) if a < end and b > at]
-                    if tokens and first == (0, 0):
-                        first = (first_token + tokens[0], first_token + tokens[-1] + 1)
+                    if first == (0, 0):  # later mentions only add their sentence
+                        tokens = [k for k, (a, b) in enumerate(offsets) if a < end and b > at]
+                        if tokens:
+                            first = (first_token + tokens[0], first_token + tokens[-1] + 1)
                     sentence = next((i for bound, i in bounds if at < bound), None)
                     if sentence is not None:
                         bits |= 1 << sentence
