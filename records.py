@@ -7,13 +7,14 @@ inside its tokens and that the tokens spell the entity's name, so a stage never 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .hashing import content_key
 from .labels import EntityType, Relation, parse_entity_type, parse_relation
 
-__all__ = ["Demonstration", "Entity", "Post", "Quintuple", "Span"]
+__all__ = ["Demonstration", "Entity", "Post", "PostContent", "PostInput", "Quintuple", "Span", "text_id"]
 
 Span = tuple[int, int]
 
@@ -144,3 +145,52 @@ class Demonstration(BaseModel):
             answer=answer,
             source=source,
         )
+
+
+def text_id(text: str) -> str:
+    """The id of a post given without one: ``post-`` and a hash of its text (the same text, the same id)."""
+    return "post-" + content_key(text=text)[:16]
+
+
+class PostContent(BaseModel):
+    """What a caller says about a post: its text and, when known, its image's description and background
+    knowledge. Tool schemas (the agent's, the extraction tool's) are this model or narrower subclasses."""
+
+    text: str = Field(min_length=1, description="the post's text, exactly as written")
+    image_description: str = Field(default="", description="what the post's image shows, if known")
+    knowledge: list[str] = Field(default_factory=list, description="background knowledge sentences about the post")
+
+    @field_validator("image_description", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @field_validator("knowledge", mode="before")
+    @classmethod
+    def _one_string(cls, value: Any) -> Any:
+        # Models often pass one string where a list is asked for.
+        return [value] if isinstance(value, str) else value
+
+    def to_post(self, **fields: Any) -> Post:
+        """The Post (id from the text unless ``fields`` name one); ``fields`` set other Post fields."""
+        values: dict[str, Any] = {
+            "id": text_id(self.text),
+            "text": self.text,
+            "image_descriptions": [self.image_description] if self.image_description.strip() else [],
+            "knowledge": list(self.knowledge),
+        }
+        return Post(**{**values, **fields})
+
+
+class PostInput(PostContent):
+    """One post as the pipeline takes it: :class:`PostContent` plus an id and an image (a file or bytes)."""
+
+    id: str | None = Field(default=None, description="an id for caches and results (default: a hash of the text)")
+    image_path: Path | None = None
+    image_bytes: bytes | None = Field(default=None, repr=False)
+
+    def to_post(self, **fields: Any) -> Post:
+        own: dict[str, Any] = {"image_path": self.image_path}
+        if self.id:
+            own["id"] = self.id
+        return super().to_post(**{**own, **fields})
