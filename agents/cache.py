@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..jmere import write_kecpm
+from ..post_files import write_kecpm
 from ..records import Post
 from .schemas import KnowledgeFailure, KnowledgeResult, Usage
 

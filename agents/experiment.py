@@ -485,7 +485,7 @@ def run_experiment(
 
 
 def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None) -> SeedRun:
-    from ..jmere import load_split
+    from ..post_files import load_split
     from .cache import KnowledgeCache
     from .schemas import KnowledgeResult
 
@@ -720,7 +720,7 @@ def transcript(out: str | Path, cell: str, *, post_id: str | None = None, seed: 
     """
     import asyncio
 
-    from ..jmere import load_split
+    from ..post_files import load_split
     from ..prompts import load_template
     from ..retrieval import DemonstrationStore, StoreConfig
     from .cache import content_key

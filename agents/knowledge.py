@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ..answers import render_answer
 from ..labels import EntityType, Relation
 from ..prompts import PromptTemplateFile, load_template
 from ..records import Demonstration, Post
-from ..retrieval.pools import format_answer
 from .cache import CachedCall, KnowledgeCache, content_key
 from .images import ImageError, image_part
 from .llm import LLMCallError, classify_error, retry_policy
@@ -50,7 +50,7 @@ def format_demonstrations(demonstrations: Sequence[Demonstration]) -> str:
         return "(no annotated examples are available)"
     blocks = []
     for demo in demonstrations:
-        answer = demo.answer or format_answer(demo.quintuples)
+        answer = demo.answer or render_answer(demo.quintuples)
         blocks.append(f"Text: {demo.text}\nImage descriptions: {demo.image_description or '(none)'}\nAnswer: {answer}")
     return "\n\n".join(blocks)
 

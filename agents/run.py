@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..errors import KecpmError
-from ..jmere import load_split, read_kecpm, write_kecpm
 from ..manifest import Manifest, file_sha256
+from ..post_files import load_split, read_kecpm, write_kecpm
 from ..records import Post
 from .pipeline_config import PipelineConfig
 

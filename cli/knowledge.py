@@ -28,32 +28,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(knowledge_app, name="knowledge")
 
 
-def _read_posts(path: Path) -> tuple[list[Post], str, list[Problem]]:
-    """The valid posts of a KECPM file (with the OFA captions beside it when there are), the split's
-    name, and the problems of the records that could not be read (each naming its line and record)."""
-    from ..errors import DataError
-    from ..jmere import load_split, parse_kecpm
-
-    name = path.name
-    for suffix in ("_ofa_knowledge.json", "_ofa_image_caption.json", ".json", ".jsonl"):
-        if name.endswith(suffix):
-            split = name[: -len(suffix)]
-            break
-    else:
-        split = path.stem
-    if name == f"{split}.json" and (path.parent / f"{split}_ofa_image_caption.json").exists():
-        try:
-            return load_split(path.parent, split, knowledge=False), split, []
-        except DataError:
-            pass  # bad records: read what can be read, captions matched by id
-    posts, problems = parse_kecpm(path)
-    captions_path = path.parent / f"{split}_ofa_image_caption.json"
-    if name == f"{split}.json" and captions_path.exists():
-        captions = {p.id: p.image_descriptions for p in parse_kecpm(captions_path)[0]}
-        posts = [p.model_copy(update={"image_descriptions": captions.get(p.id, p.image_descriptions)}) for p in posts]
-    return [p.model_copy(update={"knowledge": []}) for p in posts], split, problems
-
-
 def _input_failures(problems: list[Problem], posts: list[Post]) -> list[KnowledgeFailure]:
     """Unreadable records as failures of kind ``input``, filed under the record's id when it is known
     and no valid post has it, else under ``FILE:LINE`` (a duplicate, a line that is not JSON)."""
@@ -124,15 +98,18 @@ def build(
     from ..agents import KnowledgeBuilder, LLMConfig
     from ..errors import DataError, KecpmError
     from ..manifest import Manifest
+    from ..post_files import read_post_file
 
     try:
-        posts, split, problems = _read_posts(data)
+        # Lenient: a bad record is listed as a failure and the rest of the file is built.
+        read = read_post_file(data, knowledge=False, lenient=True)
     except (DataError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    if limit:
-        posts = posts[:limit]
-    unreadable = _input_failures(problems, posts)
+    posts, split = read.posts[:limit] if limit else read.posts, read.split
+    for warning in read.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    unreadable = _input_failures(read.problems, posts)
     try:
         templates = dict(item.split("=", 1) for item in template or [])
     except ValueError:

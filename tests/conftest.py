@@ -19,8 +19,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from kecpm.agents import LoopbackServer
-from kecpm.jmere import write_kecpm
 from kecpm.paths import default_data_dir
+from kecpm.post_files import write_kecpm
 from kecpm.records import Post
 from kecpm.synthetic import synthetic_posts
 

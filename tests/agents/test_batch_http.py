@@ -19,7 +19,7 @@ from kecpm.agents import (
     LoopbackServer,
     retry_policy,
 )
-from kecpm.jmere import read_kecpm, validate_kecpm
+from kecpm.post_files import read_kecpm, validate_kecpm
 from kecpm.records import Demonstration, Post
 
 FAST_RETRY = retry_policy(3, initial=0.01, max_wait=1.0)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kecpm.agents import LoopbackServer
 from kecpm.cli import app
-from kecpm.jmere import read_kecpm
+from kecpm.post_files import read_kecpm
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from pydantic import ValidationError
 
+from kecpm.answers import parse_answer
 from kecpm.errors import DataError
 from kecpm.records import Demonstration
 from kecpm.retrieval import (
@@ -22,7 +23,6 @@ from kecpm.retrieval import (
     StoreError,
     demonstrations_from_posts,
 )
-from kecpm.retrieval.pools import parse_answer_quintuples
 from kecpm.retrieval.store import _mmr
 from kecpm.synthetic import synthetic_posts
 
@@ -39,7 +39,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, embeddings: MiniLMEmbeddings
 
 
 def demo(id: str, text: str, image: str, answer: str | None = None) -> Demonstration:
-    quintuples = parse_answer_quintuples(answer) if answer else ()
+    quintuples = tuple(parse_answer(answer).quintuples) if answer else ()
     return Demonstration(id=id, text=text, image_description=image, quintuples=quintuples, answer=answer)
 
 
