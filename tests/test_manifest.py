@@ -1,6 +1,7 @@
 from pydantic import BaseModel, SecretStr
 
-from kecpm.manifest import Manifest, file_sha256, redact
+from kecpm.hashing import file_sha256
+from kecpm.pipeline import Manifest, redact
 
 
 class _LLM(BaseModel):

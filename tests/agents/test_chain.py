@@ -12,13 +12,13 @@ from kecpm.agents import (
     Knowledge,
     KnowledgeCache,
     KnowledgeChain,
-    LLMCallError,
     format_critique,
     format_demonstrations,
     prompt_variables,
 )
 from kecpm.answers import render_answer
 from kecpm.labels import EntityType, Relation
+from kecpm.llm import LLMCallError
 from kecpm.prompts import load_template
 from kecpm.records import Demonstration, Post
 

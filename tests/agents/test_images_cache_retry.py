@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 from tenacity import AsyncRetrying, stop_after_attempt
 
-from kecpm.agents import ImageError, KnowledgeCache, KnowledgeChain, Usage, encode_image, retry_policy
-from kecpm.agents.llm import _retry_after
+from kecpm.agents import ImageError, KnowledgeCache, KnowledgeChain, Usage, encode_image
+from kecpm.llm import retry_policy
+from kecpm.llm.retry import _retry_after
 from kecpm.records import Post
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kecpm.agents import LLMConfig
+from kecpm.llm import LLMConfig
 from kecpm.records import Demonstration, Post
 from kecpm.synthetic import synthetic_posts
 

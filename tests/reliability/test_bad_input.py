@@ -12,9 +12,10 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
-from kecpm.agents import KnowledgeBuilder, LLMConfig, encode_image
+from kecpm.agents import KnowledgeBuilder, encode_image
 from kecpm.agents import images as images_module
 from kecpm.cli import app
+from kecpm.llm import LLMConfig
 from kecpm.post_files import parse_kecpm, post_to_record, read_kecpm, validate_kecpm
 from kecpm.records import Post
 

@@ -12,8 +12,10 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kecpm.agents import ChatClient, KnowledgeBuilder, LLMConfig, PipelineConfig
+from kecpm.agents import KnowledgeBuilder
 from kecpm.cli import app
+from kecpm.llm import ChatClient, LLMConfig
+from kecpm.pipeline import PipelineConfig
 
 KEY = "sk-PLANTED-0123456789abcdefSECRET"
 KEY_ENV = "KECPM_RELIABILITY_TEST_KEY"

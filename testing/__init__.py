@@ -1,0 +1,27 @@
+"""A test kit for code built on kecpm: the loopback OpenAI-compatible server (real HTTP on 127.0.0.1, canned
+schema-valid answers, injected faults, counters) and fakes (a scripted chat model, tool-call answers).
+
+>>> from kecpm.testing import LoopbackServer
+>>> with LoopbackServer(latency=0.05) as server:  # doctest: +SKIP
+...     config = LLMConfig(base_url=server.base_url, model="loopback")
+
+``python -m kecpm.testing.loopback --port 8765`` serves until killed.
+"""
+
+from typing import Any
+
+from .loopback import FAULTS, LoopbackServer, example_from_schema
+
+# The fakes subclass LangChain's fake chat model: imported on first use, so the server starts light.
+_LAZY = {"ScriptedChatModel": ".fakes", "tool_answer": ".fakes"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["FAULTS", "LoopbackServer", "ScriptedChatModel", "example_from_schema", "tool_answer"]
