@@ -62,6 +62,9 @@ def _run(config: object) -> None:
         ["metric", "value"],
         [(name, f"{100 * value:.2f}") for name, value in result.scores.items()],
     )
+    if any(result.text_only_posts.values()):
+        counts = ", ".join(f"{n} {split}" for split, n in result.text_only_posts.items())
+        console.print(f"posts without an image description, read by their text alone: {counts}")
     console.print(f"predictions: {result.predictions}")
     console.print(f"report:      {result.report}")
     console.print(f"manifest:    {result.manifest}")

@@ -81,6 +81,9 @@ class RunResult(BaseModel):
     manifest: Path
     scores: dict[str, float]
     stages: dict[str, dict[str, Any]]
+    text_only_posts: dict[str, int] = Field(
+        default_factory=dict, description="posts without an image description (read by text alone), per split"
+    )
 
 
 StageCallback = Callable[[str, str, float], None]
@@ -147,6 +150,7 @@ class _Run:
             manifest=manifest,
             scores=scores,
             stages=self.stages,
+            text_only_posts=self.text_only,
         )
 
     # -- stages ------------------------------------------------------------------------------------
@@ -178,6 +182,14 @@ class _Run:
         val = load_split(folder, config.eval_split, knowledge=with_released)
         if config.limit:
             train, val = train[: config.limit], val[: config.limit]
+        # Posts without an image description are indexed, retrieved and read by their text alone.
+        self.text_only = {"train": sum(not p.image_description for p in train)}
+        self.text_only["eval"] = sum(not p.image_description for p in val)
+        if any(self.text_only.values()):
+            log.warning(
+                "posts without an image description (read by their text alone): %d of %d train, %d of %d %s",
+                self.text_only["train"], len(train), self.text_only["eval"], len(val), config.eval_split,
+            )  # fmt: skip
         self.files["train"] = folder / "train.json"
         self.files["eval"] = folder / f"{config.eval_split}.json"
         return train, val
@@ -390,7 +402,7 @@ class _Run:
                 "predictions": self.out / "predictions.jsonl",
                 "report": self.out / "eval" / "report.md",
             },
-            extra={"stages": self.stages},
+            extra={"stages": self.stages, "text_only_posts": self.text_only},
         ).write(self.out / "manifest.json")
 
 
