@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic posts and KECPM-format folders, and the real data when it exists."""
+"""Shared fixtures: synthetic posts and KECPM-format folders, the real data when it exists, the loopback
+LLM server, and for cross-stage tests a real demonstration store and a real (briefly) trained extractor."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from kecpm.llm import LLMConfig
 from kecpm.paths import default_data_dir
 from kecpm.post_files import write_kecpm
-from kecpm.records import Post
+from kecpm.records import Demonstration, Post
 from kecpm.synthetic import synthetic_posts
 from kecpm.testing import LoopbackServer, ScriptedChatModel, tool_answer
 
@@ -86,3 +88,37 @@ def server(loopback: LoopbackServer) -> LoopbackServer:
     loopback.configure(latency=0.01, faults={}, script=[], accept=False, api_key=None, retry_after=0.2, hang=3.0)
     loopback.reset()
     return loopback
+
+
+@pytest.fixture(scope="session")
+def train_posts() -> list[Post]:
+    return synthetic_posts(21, seed=11, id_prefix="itrain")
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory, train_posts) -> Path:
+    from kecpm.retrieval import DemonstrationStore
+
+    folder = tmp_path_factory.mktemp("store")
+    store = DemonstrationStore(str(folder), create=True)
+    store.add([Demonstration.from_post(p, source="train") for p in train_posts])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, train_posts) -> Path:
+    """The default span-pair extractor (MiniLM), trained for one epoch: real, small, fast."""
+    from kecpm.eval import make_scorer
+    from kecpm.extractor import SpanPairExtractor, TrainConfig
+
+    folder = tmp_path_factory.mktemp("model")
+    model = SpanPairExtractor()
+    model.fit(train_posts, train_posts[:7], scorer=make_scorer(), config=TrainConfig(epochs=1, seed=0))
+    model.save(folder)
+    return folder
+
+
+@pytest.fixture
+def loopback_llm(server) -> LLMConfig:
+    """An LLMConfig for the loopback server (reset for each test)."""
+    return LLMConfig(base_url=server.base_url, model="loopback", max_tokens_param="max_tokens")
