@@ -26,7 +26,7 @@ import ast
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +82,7 @@ def read_kecpm_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] |
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     if _is_json_lines(text):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            if (bad := _undecodable(line)) is not None:
-                yield number, Problem(f"not valid UTF-8 at column {bad + 1}", source=path, line=number)
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, Problem(f"malformed JSON: {exc.msg} at column {exc.colno}", source=path, line=number)
-                continue
-            if not isinstance(value, dict):
-                yield number, Problem("a record must be a JSON object", source=path, line=number)
-                continue
-            yield number, value
+        yield from _records_by_line(path, text.splitlines(), _json_line, kind="a JSON object")
         return
     try:
         values = json.loads(text)
@@ -112,6 +98,41 @@ def read_kecpm_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] |
             yield position, Problem("not valid UTF-8", source=path, line=position)
             continue
         yield position, value
+
+
+def _records_by_line(
+    path: Path, lines: Iterable[str], decode: Callable[[str], Any], *, kind: str
+) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """``(line, record)`` per non-blank line, or ``(line, Problem)`` for a line that ``decode`` refuses
+    (its ValueError says why) or that does not hold ``kind``: the line reader of both formats."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = decode(line)
+        except ValueError as exc:
+            yield number, Problem(str(exc), source=path, line=number)
+            continue
+        if not isinstance(value, dict):
+            yield number, Problem(f"a record must be {kind}", source=path, line=number)
+            continue
+        yield number, value
+
+
+def _json_line(line: str) -> Any:
+    if (bad := _undecodable(line)) is not None:
+        raise ValueError(f"not valid UTF-8 at column {bad + 1}")
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+
+
+def _python_literal(line: str) -> Any:
+    try:
+        return ast.literal_eval(line.strip())
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"not a Python dict literal: {exc}") from None
 
 
 def _undecodable(text: str) -> int | None:
@@ -253,19 +274,9 @@ def read_mnre_pairs(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | Pr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = ast.literal_eval(line.strip())
-            except (ValueError, SyntaxError) as exc:
-                yield number, Problem(f"not a Python dict literal: {exc}", source=path, line=number)
-                continue
-            if not isinstance(value, dict):
-                yield number, Problem("a line must be a dict literal", source=path, line=number)
-                continue
-            yield number, value
+    yield from _records_by_line(
+        path, path.read_text(encoding="utf-8").splitlines(), _python_literal, kind="a dict literal"
+    )
 
 
 def _mnre_quintuple(raw: dict[str, Any]) -> Quintuple | None:

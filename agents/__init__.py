@@ -9,8 +9,7 @@ steps itself. LLM access lives in :mod:`kecpm.llm`; the method is wired in :mod:
 ...     report = await builder.abuild(posts, demonstrations=lambda post: store.aselect(post, k=2))
 """
 
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .batch import DemonstrationSource, KnowledgeBuilder
 from .cache import CachedCall, KnowledgeCache
 from .describe import describe_image
@@ -45,13 +44,7 @@ _LAZY = {
     "pipeline_tools": ".agent",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -13,8 +13,7 @@ The one layer that may import every stage, eval included.
 ...     result = await pipeline.ainvoke({"text": "...", "image_description": "..."})
 """
 
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .config import PipelineConfig
 from .manifest import Manifest, git_revision, is_secret_name, redact
 from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
@@ -29,13 +28,7 @@ _LAZY = {
     "run_method": ".run",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -8,20 +8,13 @@ schema-valid answers, injected faults, counters) and fakes (a scripted chat mode
 ``python -m kecpm.testing.loopback --port 8765`` serves until killed.
 """
 
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .loopback import FAULTS, LoopbackServer, example_from_schema
 
 # The fakes subclass LangChain's fake chat model: imported on first use, so the server starts light.
 _LAZY = {"ScriptedChatModel": ".fakes", "tool_answer": ".fakes"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["FAULTS", "LoopbackServer", "ScriptedChatModel", "example_from_schema", "tool_answer"]
