@@ -9,10 +9,16 @@ schema-valid answers, injected faults, counters) and fakes (a scripted chat mode
 """
 
 from ..lazy import lazy_attributes
-from .loopback import FAULTS, LoopbackServer, example_from_schema
 
-# The fakes subclass LangChain's fake chat model: imported on first use, so the server starts light.
-_LAZY = {"ScriptedChatModel": ".fakes", "tool_answer": ".fakes"}
+# Imported on first use: the fakes subclass LangChain's fake chat model, and `python -m
+# kecpm.testing.loopback` must find its module not yet imported by this package.
+_LAZY = {
+    "FAULTS": ".loopback",
+    "LoopbackServer": ".loopback",
+    "example_from_schema": ".loopback",
+    "ScriptedChatModel": ".fakes",
+    "tool_answer": ".fakes",
+}
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
 
