@@ -6,8 +6,8 @@ agent and pipeline), ``kecpm.extractor`` (the fine-tuned extractor), ``kecpm.eva
 """
 
 from .errors import DataError, KecpmError, Problem
-from .jmere import load_split, read_kecpm, validate_kecpm, write_kecpm
 from .labels import ENTITY_TYPES, RELATIONS, EntityType, Relation
+from .post_files import load_split, read_kecpm, read_post_file, read_posts, validate_kecpm, write_kecpm
 from .records import Demonstration, Entity, Post, Quintuple
 
 __version__ = "0.1.0"
@@ -27,6 +27,8 @@ __all__ = [
     "__version__",
     "load_split",
     "read_kecpm",
+    "read_post_file",
+    "read_posts",
     "validate_kecpm",
     "write_kecpm",
 ]

@@ -1,12 +1,14 @@
-"""The one content hasher: a stable SHA-256 of JSON-ready values, for cache keys, stage keys and ids."""
+"""The one content hasher: a stable SHA-256 of JSON-ready values, for cache keys, stage keys and ids;
+and the SHA-256 of a file, for provenance."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
-__all__ = ["content_key"]
+__all__ = ["content_key", "file_sha256"]
 
 
 def content_key(**parts: Any) -> str:
@@ -19,3 +21,12 @@ def content_key(**parts: Any) -> str:
     """
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .hashing import content_key
 from .labels import EntityType, Relation, parse_entity_type, parse_relation
 
-__all__ = ["Demonstration", "Entity", "Post", "PostContent", "PostInput", "Quintuple", "Span", "text_id"]
+__all__ = ["Demonstration", "Entity", "Post", "PostContent", "PostInput", "PostText", "Quintuple", "Span", "text_id"]
 
 Span = tuple[int, int]
 
@@ -152,34 +152,43 @@ def text_id(text: str) -> str:
     return "post-" + content_key(text=text)[:16]
 
 
-class PostContent(BaseModel):
-    """What a caller says about a post: its text and, when known, its image's description and background
-    knowledge. Tool schemas (the agent's, the extraction tool's) are this model or narrower subclasses."""
+class PostText(BaseModel):
+    """A post as a caller describes it: its text and, when known, its image's description. The other
+    post-input models (with knowledge; with an id and an image) and the tool schemas (the agent's, the
+    extraction tool's) are this model or its subclasses, and share its :meth:`to_post`."""
 
     text: str = Field(min_length=1, description="the post's text, exactly as written")
     image_description: str = Field(default="", description="what the post's image shows, if known")
-    knowledge: list[str] = Field(default_factory=list, description="background knowledge sentences about the post")
 
     @field_validator("image_description", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return "" if value is None else value
 
+    def to_post(self, **fields: Any) -> Post:
+        """The Post: its id from the text unless the model or ``fields`` name one; the model's other Post
+        fields (``knowledge``, ``image_path``) carried over; ``fields`` set any Post field."""
+        values: dict[str, Any] = {
+            "id": text_id(self.text),
+            "text": self.text,
+            "image_descriptions": [self.image_description] if self.image_description.strip() else [],
+        }
+        for name in ("id", "knowledge", "image_path"):
+            if (value := getattr(self, name, None)) is not None:
+                values[name] = value
+        return Post(**{**values, **fields})
+
+
+class PostContent(PostText):
+    """:class:`PostText` and the post's background knowledge."""
+
+    knowledge: list[str] = Field(default_factory=list, description="background knowledge sentences about the post")
+
     @field_validator("knowledge", mode="before")
     @classmethod
     def _one_string(cls, value: Any) -> Any:
         # Models often pass one string where a list is asked for.
         return [value] if isinstance(value, str) else value
-
-    def to_post(self, **fields: Any) -> Post:
-        """The Post (id from the text unless ``fields`` name one); ``fields`` set other Post fields."""
-        values: dict[str, Any] = {
-            "id": text_id(self.text),
-            "text": self.text,
-            "image_descriptions": [self.image_description] if self.image_description.strip() else [],
-            "knowledge": list(self.knowledge),
-        }
-        return Post(**{**values, **fields})
 
 
 class PostInput(PostContent):
@@ -188,9 +197,3 @@ class PostInput(PostContent):
     id: str | None = Field(default=None, description="an id for caches and results (default: a hash of the text)")
     image_path: Path | None = None
     image_bytes: bytes | None = Field(default=None, repr=False)
-
-    def to_post(self, **fields: Any) -> Post:
-        own: dict[str, Any] = {"image_path": self.image_path}
-        if self.id:
-            own["id"] = self.id
-        return super().to_post(**{**own, **fields})

@@ -1,8 +1,9 @@
 """The KECPM agent: an LLM that decides when to retrieve demonstrations, build knowledge and extract.
 
 Use it inside workflows where a model plans (answering questions about posts, mixing kecpm with other
-tools). For batch work, use :class:`KECPMPipeline` itself: it runs the same three steps in a fixed
-order, with no LLM deciding anything and no tokens spent on planning.
+tools). For batch work, use ``kecpm.pipeline.KECPMPipeline`` itself: it runs the same three steps in a
+fixed order, with no LLM deciding anything and no tokens spent on planning. The agent calls those steps
+through :class:`PipelineSteps`, which the pipeline satisfies (the agent does not import the pipeline).
 
 Post content is data: the tools take validated, bounded arguments; the extractor only ever sees text,
 an image description and a list of short knowledge statements, whatever a post says.
@@ -14,46 +15,59 @@ an image description and a list of short knowledge statements, whatever a post s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field
 
 from ..predictions import PredictedQuintuple
 from ..prompts import load_template
-from ..records import Post
-from .schemas import Statement
+from ..records import Demonstration, Post, PostContent, PostText, Quintuple
+from .schemas import KnowledgeResult, Statement
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.tools import StructuredTool
 
-    from .pipeline import KECPMPipeline
-
-__all__ = ["AGENT_RECURSION_LIMIT", "create_kecpm_agent", "pipeline_tools"]
+__all__ = [
+    "AGENT_RECURSION_LIMIT",
+    "ExtractArgs",
+    "KnowledgeArgs",
+    "PipelineSteps",
+    "RetrieveArgs",
+    "create_kecpm_agent",
+    "pipeline_tools",
+]
 
 # Three tool calls and an answer need 8 graph steps; a little room, but never LangGraph's 10,000.
 AGENT_RECURSION_LIMIT = 16
 _MAX_TEXT = 5000
 
 
-class _PostArgs(BaseModel):
+class PipelineSteps(Protocol):
+    """The steps the agent's tools call; ``kecpm.pipeline.KECPMPipeline`` is one."""
+
+    @property
+    def template_dirs(self) -> Sequence[Path]: ...
+
+    async def aretrieve(self, post: Post) -> list[Demonstration]: ...
+
+    def demonstrations_by_id(self, ids: Sequence[str]) -> list[Demonstration]: ...
+
+    async def abuild_knowledge(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult: ...
+
+    async def aextract(self, post: Post) -> list[Quintuple]: ...
+
+
+class RetrieveArgs(PostText):
+    """Arguments of ``retrieve_demonstrations``: the post, with the bounds a planning model must keep."""
+
     text: str = Field(min_length=1, max_length=_MAX_TEXT, description="the post's text, exactly as written")
     image_description: str = Field(default="", max_length=1000, description="what the post's image shows, if known")
 
-    def post(self, **fields: Any) -> Post:
-        return Post(
-            id="agent-input",
-            text=self.text,
-            image_descriptions=[self.image_description] if self.image_description.strip() else [],
-            **fields,
-        )
 
-
-class RetrieveArgs(_PostArgs):
-    """Arguments of ``retrieve_demonstrations``."""
-
-
-class KnowledgeArgs(_PostArgs):
+class KnowledgeArgs(RetrieveArgs):
     """Arguments of ``build_knowledge``."""
 
     demonstration_ids: list[str] = Field(
@@ -61,7 +75,7 @@ class KnowledgeArgs(_PostArgs):
     )
 
 
-class ExtractArgs(_PostArgs):
+class ExtractArgs(RetrieveArgs, PostContent):
     """Arguments of ``extract_quintuples``: the knowledge must be short factual statements."""
 
     # The bounds of the Knowledge schema (at most 6 statements of 3-200 characters): whatever a post
@@ -70,18 +84,13 @@ class ExtractArgs(_PostArgs):
         default_factory=list, max_length=6, description="background knowledge statements from build_knowledge"
     )
 
-    @field_validator("knowledge", mode="before")
-    @classmethod
-    def _one_string(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
-
-def pipeline_tools(pipeline: KECPMPipeline) -> list[StructuredTool]:
+def pipeline_tools(pipeline: PipelineSteps) -> list[StructuredTool]:
     """The pipeline's three steps as async LangChain tools with validated arguments."""
     from langchain_core.tools import StructuredTool
 
     async def retrieve_demonstrations(text: str, image_description: str = "") -> dict[str, Any]:
-        post = RetrieveArgs(text=text, image_description=image_description).post()
+        post = RetrieveArgs(text=text, image_description=image_description).to_post()
         found = await pipeline.aretrieve(post)
         return {
             "demonstrations": [
@@ -95,14 +104,14 @@ def pipeline_tools(pipeline: KECPMPipeline) -> list[StructuredTool]:
     ) -> dict[str, Any]:
         args = KnowledgeArgs(text=text, image_description=image_description, demonstration_ids=demonstration_ids or [])
         demonstrations = pipeline.demonstrations_by_id(args.demonstration_ids)
-        result = await pipeline.abuild_knowledge(args.post(), demonstrations)
+        result = await pipeline.abuild_knowledge(args.to_post(), demonstrations)
         return {"knowledge": list(result.knowledge), "accepted": result.accepted}
 
     async def extract_quintuples(
         text: str, image_description: str = "", knowledge: list[str] | None = None
     ) -> dict[str, Any]:
         args = ExtractArgs(text=text, image_description=image_description, knowledge=knowledge or [])
-        quintuples = await pipeline.aextract(args.post(knowledge=list(args.knowledge)))
+        quintuples = await pipeline.aextract(args.to_post())
         return {
             "quintuples": [
                 PredictedQuintuple.from_quintuple(q).model_dump(mode="json", exclude_none=True) for q in quintuples
@@ -136,7 +145,7 @@ def pipeline_tools(pipeline: KECPMPipeline) -> list[StructuredTool]:
 
 def create_kecpm_agent(
     model: BaseChatModel | str,
-    pipeline: KECPMPipeline,
+    pipeline: PipelineSteps,
     *,
     system_prompt: str = "agent_system",
     extra_tools: list[Any] | None = None,
@@ -148,7 +157,7 @@ def create_kecpm_agent(
     """
     from langchain.agents import create_agent
 
-    template = load_template(system_prompt, search_dirs=pipeline.config.template_dirs)
+    template = load_template(system_prompt, search_dirs=pipeline.template_dirs)
     return create_agent(
         model,
         tools=[*pipeline_tools(pipeline), *(extra_tools or [])],

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_error
 from ..records import Demonstration, Post
 from .cache import KnowledgeCache
 from .knowledge import KnowledgeChain
-from .llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_error
 from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, Usage
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ holder stops renewing).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -31,11 +30,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..jmere import write_kecpm
+from ..post_files import write_kecpm
 from ..records import Post
 from .schemas import KnowledgeFailure, KnowledgeResult, Usage
 
-__all__ = ["CachedCall", "KnowledgeCache", "content_key"]
+__all__ = ["CachedCall", "KnowledgeCache"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -70,12 +69,6 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 _HOST = socket.gethostname()
-
-
-def content_key(**parts: Any) -> str:
-    """A SHA-256 over the canonical JSON of ``parts`` (key order does not matter)."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class CachedCall:

@@ -10,19 +10,21 @@ structured-output LLM call, cached, retried, and kept in the result's trajectory
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ..answers import render_answer
+from ..hashing import content_key
 from ..labels import EntityType, Relation
+from ..llm import LLMCallError, classify_error, retry_policy
 from ..prompts import PromptTemplateFile, load_template
 from ..records import Demonstration, Post
-from ..retrieval.pools import format_answer
-from .cache import CachedCall, KnowledgeCache, content_key
+from .cache import CachedCall, KnowledgeCache
 from .images import ImageError, image_part
-from .llm import LLMCallError, classify_error, retry_policy
 from .schemas import Critique, Knowledge, KnowledgeResult, Stage, Step, Usage
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TEMPLATES",
     "KnowledgeChain",
+    "call_key",
     "format_critique",
     "format_demonstrations",
     "format_knowledge",
@@ -44,13 +47,34 @@ DEFAULT_TEMPLATES: dict[Stage, str] = {"generate": "generate@v1", "critique": "c
 _SCHEMAS: dict[Stage, type[BaseModel]] = {"generate": Knowledge, "critique": Critique, "revise": Knowledge}
 
 
+def call_key(
+    stage: Stage, template: str, messages: Sequence[BaseMessage], *, model: str, params: Mapping[str, Any]
+) -> str:
+    """The cache key of one call: a hash of what determines its answer (the stage and its output schema,
+    the template's ref, the rendered messages, the model and its parameters; never a key or URL)."""
+    return content_key(
+        stage=stage,
+        template=template,
+        messages=[(m.type, m.content) for m in messages],
+        schema=_schema_json(stage),
+        model=model,
+        params=dict(params),
+    )
+
+
+@functools.cache
+def _schema_json(stage: Stage) -> dict[str, Any]:
+    # Built once: pydantic derives a JSON schema anew on every call, a cost paid per LLM call at scale.
+    return _SCHEMAS[stage].model_json_schema()
+
+
 def format_demonstrations(demonstrations: Sequence[Demonstration]) -> str:
     """Text, image description and answer of each demonstration, separated by blank lines."""
     if not demonstrations:
         return "(no annotated examples are available)"
     blocks = []
     for demo in demonstrations:
-        answer = demo.answer or format_answer(demo.quintuples)
+        answer = demo.answer or render_answer(demo.quintuples)
         blocks.append(f"Text: {demo.text}\nImage descriptions: {demo.image_description or '(none)'}\nAnswer: {answer}")
     return "\n\n".join(blocks)
 
@@ -181,7 +205,6 @@ class KnowledgeChain:
         self.prices = prices
         self.claim_poll_s = 0.05
         self._structured = {stage: _structured(model, schema, structured_method) for stage, schema in _SCHEMAS.items()}
-        self._schema_json = {stage: schema.model_json_schema() for stage, schema in _SCHEMAS.items()}
         self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
         self.usage: dict[Stage, Usage] = {stage: Usage() for stage in DEFAULT_TEMPLATES}
 
@@ -193,7 +216,7 @@ class KnowledgeChain:
             params=self.params,
             rounds=self.rounds,
             templates={stage: [t.ref, [m.model_dump() for m in t.messages]] for stage, t in self.templates.items()},
-            schemas=self._schema_json,
+            schemas={stage: _schema_json(stage) for stage in _SCHEMAS},
         )[:16]
 
     def messages(
@@ -255,14 +278,7 @@ class KnowledgeChain:
     ) -> Step:
         template = self.templates[stage]
         messages = self.messages(stage, variables, image)
-        key = content_key(
-            stage=stage,
-            template=template.ref,
-            messages=[(m.type, m.content) for m in messages],
-            schema=self._schema_json[stage],
-            model=self.model_name,
-            params=self.params,
-        )
+        key = call_key(stage, template.ref, messages, model=self.model_name, params=self.params)
         schema = _SCHEMAS[stage]
         if self.cache is not None and (hit := await self._claim(key)) is not None:
             usage = Usage(cached=1)

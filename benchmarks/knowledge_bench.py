@@ -26,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from kecpm.agents import KnowledgeBuilder, LLMConfig, LoopbackServer
+from kecpm.agents import KnowledgeBuilder
+from kecpm.llm import LLMConfig
 from kecpm.records import Demonstration
 from kecpm.synthetic import synthetic_posts
+from kecpm.testing import LoopbackServer
 
 
 async def _loopback_run(args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -111,8 +113,9 @@ def _embedded_run(args: argparse.Namespace) -> dict[str, float]:
     """The same structured generate call, in-process (llama_cpp) and over HTTP (llama_cpp.server)."""
     from llama_cpp import Llama
 
-    from kecpm.agents import EmbeddedServer, Knowledge, KnowledgeChain, smollm2_path
+    from kecpm.agents import Knowledge, KnowledgeChain
     from kecpm.agents.knowledge import prompt_variables
+    from kecpm.llm import EmbeddedServer, smollm2_path
 
     posts = synthetic_posts(args.calls, seed=5)
     pool = synthetic_posts(10, seed=6, id_prefix="pool")
@@ -165,7 +168,7 @@ def _embedded_run(args: argparse.Namespace) -> dict[str, float]:
         started = time.perf_counter()
         async with EmbeddedServer() as server:
             figures["server_start_s"] = time.perf_counter() - started
-            from kecpm.agents import ChatClient
+            from kecpm.llm import ChatClient
 
             config = server.config(max_tokens=args.max_tokens, temperature=0.0)
             async with ChatClient(config) as client:

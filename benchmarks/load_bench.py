@@ -32,9 +32,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kecpm.agents import KnowledgeBuilder, LLMConfig, LoopbackServer
+from kecpm.agents import KnowledgeBuilder
+from kecpm.llm import LLMConfig
 from kecpm.records import Post
 from kecpm.synthetic import synthetic_posts
+from kecpm.testing import LoopbackServer
 
 
 def _posts(n: int) -> Iterator[Post]:

@@ -11,7 +11,6 @@ import typer
 from ._output import console, err_console, print_table
 
 if TYPE_CHECKING:
-    from ..errors import Problem
     from ..records import Post
 
 data_app = typer.Typer(help="Inspect, validate and sample JMERE / KECPM / MNRE data.", no_args_is_help=True)
@@ -59,12 +58,12 @@ def validate(
     paths: Annotated[list[Path], typer.Argument(help="KECPM or MNRE files to check.")],
 ) -> None:
     """List every problem in the files (not only the first); exit 1 when there is any."""
-    from ..jmere import validate_kecpm
+    from ..post_files import validate_posts
 
     total = 0
     for path in paths:
         try:
-            problems = _mnre_problems(path) if path.suffix == ".txt" else validate_kecpm(path)
+            problems = validate_posts(path)
         except FileNotFoundError as exc:
             err_console.print(f"[red]{exc}[/red]")
             total += 1
@@ -77,17 +76,6 @@ def validate(
     if total:
         err_console.print(f"{total} problem(s)")
         raise typer.Exit(1)
-
-
-def _mnre_problems(path: Path) -> list[Problem]:
-    from ..errors import DataError
-    from ..mnre import read_mnre
-
-    try:
-        read_mnre(path)
-    except DataError as exc:
-        return exc.problems
-    return []
 
 
 @data_app.command("fewshot")
@@ -105,7 +93,7 @@ def fewshot(
 ) -> None:
     """Build a few-shot split stratified by relation and report how well it fits the source."""
     from ..fewshot import build_few_shot, distribution_report
-    from ..jmere import write_kecpm
+    from ..post_files import write_kecpm
 
     posts = _read_or_exit(source)
     try:
@@ -153,7 +141,7 @@ def fewshot(
 
 def _read_or_exit(path: Path) -> list[Post]:
     from ..errors import DataError
-    from ..jmere import read_posts
+    from ..post_files import read_posts
 
     try:
         return read_posts(path)

@@ -51,9 +51,9 @@ def experiment(
     """Run a grid (--grid) or replay one (--replay); `kecpm experiment diff` compares two cells."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..agents.experiment import Grid, run_experiment
-    from ..agents.experiment import replay as replay_experiment
     from ..errors import KecpmError
+    from ..experiments import Grid, run_experiment
+    from ..experiments import replay as replay_experiment
 
     if (grid is None) == (replay is None):
         err_console.print("[red]error:[/red] give exactly one of --grid FILE and --replay MANIFEST")
@@ -110,8 +110,8 @@ def diff(
     seed: Annotated[int | None, typer.Option("--seed", help="The seed (default: the grid's first).")] = None,
 ) -> None:
     """The prompts and outputs of two cells for one post, as a unified diff."""
-    from ..agents.experiment import diff_cells
     from ..errors import KecpmError
+    from ..experiments import diff_cells
 
     try:
         text = diff_cells(experiment_dir, cell_a, cell_b, post_id=post, seed=seed)

@@ -28,32 +28,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(knowledge_app, name="knowledge")
 
 
-def _read_posts(path: Path) -> tuple[list[Post], str, list[Problem]]:
-    """The valid posts of a KECPM file (with the OFA captions beside it when there are), the split's
-    name, and the problems of the records that could not be read (each naming its line and record)."""
-    from ..errors import DataError
-    from ..jmere import load_split, parse_kecpm
-
-    name = path.name
-    for suffix in ("_ofa_knowledge.json", "_ofa_image_caption.json", ".json", ".jsonl"):
-        if name.endswith(suffix):
-            split = name[: -len(suffix)]
-            break
-    else:
-        split = path.stem
-    if name == f"{split}.json" and (path.parent / f"{split}_ofa_image_caption.json").exists():
-        try:
-            return load_split(path.parent, split, knowledge=False), split, []
-        except DataError:
-            pass  # bad records: read what can be read, captions matched by id
-    posts, problems = parse_kecpm(path)
-    captions_path = path.parent / f"{split}_ofa_image_caption.json"
-    if name == f"{split}.json" and captions_path.exists():
-        captions = {p.id: p.image_descriptions for p in parse_kecpm(captions_path)[0]}
-        posts = [p.model_copy(update={"image_descriptions": captions.get(p.id, p.image_descriptions)}) for p in posts]
-    return [p.model_copy(update={"knowledge": []}) for p in posts], split, problems
-
-
 def _input_failures(problems: list[Problem], posts: list[Post]) -> list[KnowledgeFailure]:
     """Unreadable records as failures of kind ``input``, filed under the record's id when it is known
     and no valid post has it, else under ``FILE:LINE`` (a duplicate, a line that is not JSON)."""
@@ -121,18 +95,22 @@ def build(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Build knowledge for every post of --data; resumable (finished calls are cached), failures listed."""
-    from ..agents import KnowledgeBuilder, LLMConfig
     from ..errors import DataError, KecpmError
-    from ..manifest import Manifest
+    from ..llm import LLMConfig
+    from ..pipeline import Manifest, PipelineConfig, RetrieveDemonstrations, knowledge_builder
+    from ..post_files import read_post_file
+    from ..retrieval import RetrievalError, SelectionConfig
 
     try:
-        posts, split, problems = _read_posts(data)
+        # Lenient: a bad record is listed as a failure and the rest of the file is built.
+        read = read_post_file(data, knowledge=False, lenient=True)
     except (DataError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    if limit:
-        posts = posts[:limit]
-    unreadable = _input_failures(problems, posts)
+    posts, split = read.posts[:limit] if limit else read.posts, read.split
+    for warning in read.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    unreadable = _input_failures(read.problems, posts)
     try:
         templates = dict(item.split("=", 1) for item in template or [])
     except ValueError:
@@ -155,34 +133,31 @@ def build(
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    workers = concurrency or (1 if config.embedded else 16)
-    out.mkdir(parents=True, exist_ok=True)
-    demonstrations = None
-    if store is not None and k > 0:
-        from ..retrieval import DemonstrationStore, RetrievalError, StoreConfig
-
-        try:
-            source = DemonstrationStore(StoreConfig.from_location(store, collection=collection))
-        except (RetrievalError, ValueError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
-
-        async def demonstrations(post: Post) -> list:
-            return await source.aselect(post, k=k)
-
-    elif store is None:
-        err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
-
-    builder = KnowledgeBuilder(
-        config,
-        cache=cache or out / CACHE_NAME,
+    # The pipeline's own stages, configured from the flags: the prompts are the ones `kecpm run` and
+    # KECPMPipeline send for the same post.
+    pipeline = PipelineConfig(
+        store=store if k > 0 else None,
+        collection=collection,
+        selection=SelectionConfig(k=max(k, 1)),
+        llm=config,
         rounds=rounds,
-        concurrency=workers,
-        retry=retries,
+        concurrency=concurrency,
+        retries=retries,
         templates=templates,
-        template_dirs=templates_dir,
-        progress=progress,
-        server_log=out / "llm_server.log" if config.embedded else None,
+        template_dirs=templates_dir or [],
+        knowledge_cache=cache or out / CACHE_NAME,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    retrieve = RetrieveDemonstrations(pipeline)
+    try:
+        retrieve.store()  # open it now: a store that is not there is one error, not one per post
+    except (RetrievalError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if store is None:
+        err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
+    builder = knowledge_builder(
+        pipeline, progress=progress, server_log=out / "llm_server.log" if config.embedded else None
     )
 
     async def run() -> tuple:
@@ -198,7 +173,7 @@ def build(
             builder.cache.drop_failures(builder.run_key, [i for i in stale if i not in now])
             for failure in unreadable:
                 builder.cache.put_failure(builder.run_key, failure)
-            report = await builder.abuild(todo, demonstrations, keep_results=False)
+            report = await builder.abuild(todo, retrieve, keep_results=False)
             report.total += len(unreadable)
             report.failures[:0] = unreadable
             path, missing = builder.cache.export_kecpm(posts, out / f"{split}_ofa_knowledge.json", run=builder.run_key)
@@ -209,16 +184,23 @@ def build(
     except KecpmError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    summary = {"run": run_key, "data": str(data), "knowledge": str(path), "missing": missing, **report.model_dump()}
+    summary = {
+        "run": run_key,
+        "data": str(data),
+        "knowledge": str(path),
+        "missing": missing,
+        "text_only_posts": retrieve.text_only,
+        **report.model_dump(),
+    }
     (out / REPORT_NAME).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     Manifest.create(
         "knowledge",
-        config={**config.model_dump(), "rounds": rounds, "concurrency": workers, "k": k, "store": store},
+        config=pipeline,
         inputs=[data],
         models={"llm": config.model},
         templates={stage: t.ref for stage, t in chain_templates.items()},
         outputs={"knowledge": path, "report": out / REPORT_NAME, "cache": cache or out / CACHE_NAME},
-        extra={"run": run_key, "posts": len(posts)},
+        extra={"run": run_key, "posts": len(posts), "text_only_posts": retrieve.text_only},
     ).write(out / "manifest.json")
     print_table(
         f"knowledge for {report.total} posts in {report.wall_s:.1f} s (run {run_key})",
@@ -233,6 +215,11 @@ def build(
             err_console.print(f"[yellow]warning:[/yellow] {post_id}: {warning}")
     for failure in report.failures:
         err_console.print(f"[red]failed:[/red] {failure.post_id} ({failure.stage}, {failure.kind}): {failure.message}")
+    if retrieve.text_only:
+        err_console.print(
+            f"[yellow]note:[/yellow] {retrieve.text_only} posts have no image description: "
+            "their demonstrations were ranked by text alone"
+        )
     console.print(f"wrote {path} ({len(posts) - len(missing)} of {len(posts)} posts with knowledge)")
     if report.failures:
         err_console.print(

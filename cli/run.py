@@ -12,7 +12,7 @@ import typer
 from ._output import console, err_console, print_table
 
 if TYPE_CHECKING:
-    from ..agents.pipeline_config import PipelineConfig
+    from ..pipeline import PipelineConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +23,13 @@ def register(app: typer.Typer) -> None:
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="A pipeline config file (.toml or .yaml); see kecpm.agents.PipelineConfig."),
+    typer.Option("--config", help="A pipeline config file (.toml or .yaml); see kecpm.pipeline.PipelineConfig."),
 ]
 
 
 def _pipeline_config(path: Path | None, **overrides: object) -> PipelineConfig:
-    from ..agents.pipeline_config import PipelineConfig
     from ..errors import KecpmError
+    from ..pipeline import PipelineConfig
 
     values = {k: v for k, v in overrides.items() if v is not None}
     try:
@@ -49,8 +49,8 @@ def _print_stage(stage: str, status: str, seconds: float) -> None:
 
 
 def _run(config: object) -> None:
-    from ..agents.run import run_method
     from ..errors import KecpmError
+    from ..pipeline import run_method
 
     try:
         result = run_method(config, on_stage=_print_stage)  # type: ignore[arg-type]
@@ -62,6 +62,9 @@ def _run(config: object) -> None:
         ["metric", "value"],
         [(name, f"{100 * value:.2f}") for name, value in result.scores.items()],
     )
+    if any(result.text_only_posts.values()):
+        counts = ", ".join(f"{n} {split}" for split, n in result.text_only_posts.items())
+        console.print(f"posts without an image description, read by their text alone: {counts}")
     console.print(f"predictions: {result.predictions}")
     console.print(f"report:      {result.report}")
     console.print(f"manifest:    {result.manifest}")
@@ -85,7 +88,7 @@ def run(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
 ) -> None:
     """index -> knowledge -> train -> predict -> eval; each stage cached, a rerun redoes only what changed."""
-    from ..agents.run import RunConfig
+    from ..pipeline import RunConfig
 
     try:
         settings = RunConfig(
@@ -117,7 +120,7 @@ def demo(
 ) -> None:
     """The whole method offline on the embedded defaults (SmolLM2, MiniLM), on a small synthetic sample
     (21 train and 7 val posts: a few minutes on 2 cores) unless --data."""
-    from ..agents.run import RunConfig
+    from ..pipeline import RunConfig
 
     # The embedded 135M model: short answers keep it fast and stop it rambling.
     pipeline = _pipeline_config(None, llm={"base_url": None, "max_tokens": 160}, rounds=rounds)
@@ -134,13 +137,14 @@ def extract(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
 ) -> None:
     """Quintuples for one post, with the knowledge that justified them."""
-    from ..agents.pipeline import KECPMPipeline, PipelineInput
     from ..errors import KecpmError
+    from ..pipeline import KECPMPipeline
+    from ..records import PostInput
 
     settings = _pipeline_config(config, extractor=model, store=store)
     try:
         with KECPMPipeline(settings) as pipeline:
-            result = pipeline.invoke(PipelineInput(text=text, image_path=image, image_description=caption))
+            result = pipeline.invoke(PostInput(text=text, image_path=image, image_description=caption))
     except (KecpmError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -11,26 +11,21 @@ import typer
 if TYPE_CHECKING:
     from kecpm.records import Post
 
-_SPLITS = ("train", "val", "test")
-
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("predict")(predict)
 
 
-def load_posts(path: Path, knowledge: Path | None = None) -> list[Post]:
-    """A KECPM file's posts; ``train.json``/``val.json``/``test.json`` also get their sibling
-    ``*_ofa_image_caption.json`` and ``*_ofa_knowledge.json``; ``knowledge`` (a KECPM file, e.g. the
-    knowledge agent's export) then replaces each post's knowledge, record by record."""
-    from kecpm.jmere import load_split, overlay, read_kecpm
+def _load_posts(path: Path, knowledge: Path | None = None) -> list[Post]:
+    """A post file's posts with its sibling caption and knowledge files (see
+    :func:`kecpm.post_files.read_post_file`); ``knowledge`` (a KECPM file, e.g. the knowledge agent's
+    export) then replaces each post's knowledge, record by record."""
+    from kecpm.post_files import read_post_file
 
     if not path.is_file():
         raise typer.BadParameter(f"{path}: no such file")
-    posts = load_split(path.parent, path.stem) if path.stem in _SPLITS and path.suffix == ".json" else read_kecpm(path)
-    if knowledge is None:
-        return posts
-    return overlay(posts, knowledge, field="knowledge", base=str(path))
+    return read_post_file(path, knowledge_file=knowledge).posts
 
 
 def _overrides(items: list[str]) -> dict[str, object]:
@@ -96,8 +91,8 @@ def train(
     parts = InputParts.preset(inputs)
     if knowledge_sentences is not None:
         parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
-    train_posts = load_posts(train_path, train_knowledge)
-    val_posts = load_posts(val_path, val_knowledge)
+    train_posts = _load_posts(train_path, train_knowledge)
+    val_posts = _load_posts(val_path, val_knowledge)
     chosen_template = load_template(template) if template else None
     extra = _overrides(settings or [])
     # --set KEY=VALUE names a field of the model's config or of TrainConfig (e.g. return_freed_memory=false)
@@ -157,7 +152,7 @@ def predict(
         import torch
 
         torch.set_num_threads(threads)
-    posts = load_posts(data, knowledge)
+    posts = _load_posts(data, knowledge)
     model = load_extractor(model_dir)
     if int8:
         if not hasattr(model, "quantized"):

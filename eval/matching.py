@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..answers import relation_sentence
 from ..errors import DataError, Problem
 from ..labels import RELATIONS, EntityType, parse_entity_type, parse_relation
 from ..predictions import PredictedQuintuple, PredictionRecord
@@ -154,9 +155,10 @@ def paper_sentence(item: Item, *, reversed_gold: bool = False, drop_quotes: bool
     head_type = _NATURAL_TYPE.get(item.head_type, item.head_type)
     tail_type = _NATURAL_TYPE.get(item.tail_type, item.tail_type)
     if reversed_gold:
+        # The release's own second form, deliberately unlike the answer sentence (see above).
         text = f'The relation between {item.tail} ({tail_type}) and {item.head}({head_type}) is "{item.relation}"'
     else:
-        text = f'The relation between {item.head} ({head_type}) and {item.tail} ({tail_type}) is "{item.relation}"'
+        text = relation_sentence(item.head, head_type, item.tail, tail_type, item.relation)
     return _polish(text, drop_quotes=drop_quotes)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..errors import DataError, Problem
-from ..jmere import read_kecpm
 from ..labels import RELATIONS
+from ..post_files import read_kecpm
 from ..predictions import PredictionRecord, read_predictions, read_predictions_lenient
 from ..records import Post
 from .matching import Match, Mode, count_matches

@@ -9,9 +9,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from kecpm.agents.pipeline import KECPMPipeline
-from kecpm.agents.pipeline_config import PipelineConfig
-from kecpm.jmere import read_kecpm
+from kecpm.pipeline import KECPMPipeline, PipelineConfig
+from kecpm.post_files import read_kecpm
 
 
 async def main(run: Path) -> None:

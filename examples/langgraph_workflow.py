@@ -12,8 +12,7 @@ from typing import TypedDict
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
-from kecpm.agents.pipeline import KECPMPipeline, PipelineResult
-from kecpm.agents.pipeline_config import PipelineConfig
+from kecpm.pipeline import KECPMPipeline, PipelineConfig, PipelineResult
 
 
 class State(TypedDict, total=False):

@@ -17,9 +17,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from kecpm.agents import LLMConfig
-from kecpm.agents.pipeline import KECPMPipeline
-from kecpm.agents.pipeline_config import PipelineConfig
+from kecpm.llm import LLMConfig
+from kecpm.pipeline import KECPMPipeline, PipelineConfig
 
 
 async def main(run: Path, base_url: str, model: str) -> None:

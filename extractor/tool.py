@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
 from ..predictions import PredictedQuintuple
-from ..records import Post
+from ..records import PostContent
 from .base import Extractor
 
 if TYPE_CHECKING:
@@ -23,26 +23,8 @@ TOOL_DESCRIPTION = (
 )
 
 
-class ExtractionInput(BaseModel):
-    """The tool's arguments."""
-
-    text: str = Field(min_length=1, description="the post's text, as written")
-    image_description: str = Field(default="", description="what the post's image shows, if known")
-    knowledge: list[str] = Field(default_factory=list, description="background knowledge sentences about the post")
-
-    @field_validator("knowledge", mode="before")
-    @classmethod
-    def _one_string(cls, value: Any) -> Any:
-        # Models often pass one string where a list is asked for.
-        return [value] if isinstance(value, str) else value
-
-    def to_post(self) -> Post:
-        return Post(
-            id="tool-input",
-            text=self.text,
-            image_descriptions=[self.image_description] if self.image_description.strip() else [],
-            knowledge=self.knowledge,
-        )
+class ExtractionInput(PostContent):
+    """The tool's arguments: the post's text, its image description and background knowledge, if known."""
 
 
 class ExtractionResult(BaseModel):

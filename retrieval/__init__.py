@@ -13,11 +13,10 @@ from .embeddings import MINILM_MODEL_ID, MiniLMEmbeddings, default_embeddings, d
 from .errors import EmbeddingMismatchError, QueryError, RetrievalError, StoreError, StoreUnavailableError
 from .pools import (
     HUMAN_POOL_FILE,
+    demonstration_id,
     demonstrations_from_posts,
-    format_answer,
     human_pool,
     load_pool,
-    parse_answer_quintuples,
     parse_prompt_demonstrations,
     read_human_demonstrations,
 )
@@ -41,12 +40,11 @@ __all__ = [
     "StoreUnavailableError",
     "default_embeddings",
     "demonstration_example",
+    "demonstration_id",
     "demonstrations_from_posts",
     "describe_embeddings",
-    "format_answer",
     "human_pool",
     "load_pool",
-    "parse_answer_quintuples",
     "parse_prompt_demonstrations",
     "read_human_demonstrations",
 ]

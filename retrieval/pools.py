@@ -16,22 +16,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..answers import parse_answer
 from ..errors import DataError, Problem
-from ..jmere import load_split, read_posts
-from ..labels import parse_entity_type, parse_relation
 from ..paths import require_data_dir
-from ..records import Demonstration, Entity, Post, Quintuple
+from ..post_files import read_post_file
+from ..records import Demonstration, Post, Quintuple
 
 __all__ = [
     "HUMAN_POOL_FILE",
+    "demonstration_id",
     "demonstrations_from_posts",
-    "format_answer",
     "human_pool",
     "load_pool",
-    "parse_answer_quintuples",
     "parse_prompt_demonstrations",
     "read_human_demonstrations",
 ]
@@ -43,11 +42,6 @@ _BLOCK = re.compile(
     r"^Text:(?P<text>[^\n]*)\nImage descriptions:(?P<image>[^\n]*)\nAnswer:(?P<answer>.*?)(?=\n[ \t]*\nText:|\Z)",
     re.DOTALL | re.MULTILINE,
 )
-_RELATION = re.compile(
-    r"The relation between (?P<head>.+?) \((?P<head_type>[A-Za-z ]+)\) and (?P<tail>.+?) "
-    r"\((?P<tail_type>[A-Za-z ]+)\) is [\"“](?P<relation>[^\"”]+)[\"”]"
-)
-_NO_RELATION = "There is no mentioned relation in the original text."
 
 
 def parse_prompt_demonstrations(prompt: str) -> list[tuple[str, str, str]]:
@@ -68,46 +62,21 @@ def parse_prompt_demonstrations(prompt: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def parse_answer_quintuples(answer: str) -> tuple[Quintuple, ...]:
-    """The quintuples stated by a KECPM answer (natural names mapped to labels); ``()`` when it states none.
-
-    Only the part before ``Reasoning:`` is read. Raises ``ValueError`` on an unknown type or relation.
-
-    >>> answer = 'The relation between Ann (person) and Bob (person) is "siblings". Reasoning: ...'
-    >>> [q.surface() for q in parse_answer_quintuples(answer)]
-    [('Ann', 'per', 'Bob', 'per', 'siblings')]
-    """
-    statement = answer.split("Reasoning:", 1)[0]
-    return tuple(
-        Quintuple(
-            head=Entity(name=m["head"].strip(), type=parse_entity_type(m["head_type"])),
-            tail=Entity(name=m["tail"].strip(), type=parse_entity_type(m["tail_type"])),
-            relation=parse_relation(m["relation"]),
-        )
-        for m in _RELATION.finditer(statement)
-    )
+def _answer_quintuples(answer: str) -> tuple[Quintuple, ...]:
+    """The quintuples a human answer states; ValueError naming a relation sentence that does not parse
+    (an unknown type or relation), so a bad demonstration is reported, not silently shortened."""
+    parsed = parse_answer(answer)
+    broken = [piece for piece in parsed.invalid if piece.lower().startswith("the relation between")]
+    if broken:
+        raise ValueError(f"answer sentence not understood (unknown type or relation?): {broken[0]!r}")
+    return tuple(parsed.quintuples)
 
 
-def format_answer(quintuples: Iterable[Quintuple]) -> str:
-    """The KECPM answer sentence(s) for ``quintuples``, without reasoning: the inverse of
-    :func:`parse_answer_quintuples`.
-
-    >>> from kecpm.records import Entity, Quintuple
-    >>> q = Quintuple(head=Entity(name="Ann", type="per"), tail=Entity(name="Bob", type="per"), relation="siblings")
-    >>> format_answer([q])
-    'The relation between Ann (person) and Bob (person) is "siblings".'
-    """
-    sentences = [
-        f"The relation between {q.head.name} ({q.head.type.natural}) and {q.tail.name} ({q.tail.type.natural}) "
-        f'is "{q.relation.natural}".'
-        for q in quintuples
-    ]
-    return " ".join(sentences) if sentences else _NO_RELATION
-
-
-def _human_id(text: str, image_description: str) -> str:
+def demonstration_id(prefix: str, text: str, image_description: str) -> str:
+    """``prefix-`` and a hash of the text and image description: the id of a demonstration given without
+    one (sha1, as stores written by earlier releases hold these ids)."""
     digest = hashlib.sha1(f"{text}\n{image_description}".encode()).hexdigest()[:12]
-    return f"human-{digest}"
+    return f"{prefix}-{digest}"
 
 
 def read_human_demonstrations(path: str | Path, *, lenient: bool = False) -> list[Demonstration]:
@@ -143,7 +112,7 @@ def read_human_demonstrations(path: str | Path, *, lenient: bool = False) -> lis
                 Problem("the prompt holds no Text/Image descriptions/Answer block", source=path, line=number)
             )
         for text, image, answer in blocks:
-            demo_id = _human_id(text, image)
+            demo_id = demonstration_id("human", text, image)
             if demo_id in found:
                 continue
             try:
@@ -151,7 +120,7 @@ def read_human_demonstrations(path: str | Path, *, lenient: bool = False) -> lis
                     id=demo_id,
                     text=text,
                     image_description=image,
-                    quintuples=parse_answer_quintuples(answer),
+                    quintuples=_answer_quintuples(answer),
                     answer=answer,
                     source="human",
                 )
@@ -173,8 +142,10 @@ def demonstrations_from_posts(posts: Sequence[Post], *, source: str = "") -> lis
 
 
 def load_pool(pool: str | Path, *, data_dir: str | Path | None = None, split: str = "train") -> list[Demonstration]:
-    """A pool by name or path: ``"human"``; a KECPM seed folder (its ``split``, with captions); or a
-    labelled file (KECPM ``.json``, e.g. ``train_ofa_image_caption.json``, or MNRE ``.txt``).
+    """A pool by name or path: ``"human"``; a KECPM seed folder (its ``split``); or a labelled post file
+    (KECPM, with its sibling caption file, or MNRE ``.txt``). Posts are read by
+    :func:`kecpm.post_files.read_post_file`; one without an image description is a text-only
+    demonstration.
 
     >>> demos = load_pool("human")  # doctest: +SKIP
     >>> demos = load_pool("data/jmere/few_shot/seed_17", split="train")  # doctest: +SKIP
@@ -182,8 +153,8 @@ def load_pool(pool: str | Path, *, data_dir: str | Path | None = None, split: st
     if str(pool) == "human":
         return human_pool(data_dir)
     path = Path(pool)
-    if path.is_dir():
-        return demonstrations_from_posts(load_split(path, split, knowledge=False), source=f"{path.name}/{split}")
-    if path.is_file():
-        return demonstrations_from_posts(read_posts(path), source=path.stem)
-    raise FileNotFoundError(f"{path}: no such pool (give 'human', a KECPM seed folder or a labelled file)")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such pool (give 'human', a KECPM seed folder or a labelled file)")
+    read = read_post_file(path, split=split, knowledge=False)
+    source = f"{path.name}/{split}" if path.is_dir() else read.split
+    return demonstrations_from_posts(read.posts, source=source)

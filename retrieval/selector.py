@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 from langchain_core.example_selectors import BaseExampleSelector
 
+from ..answers import parse_answer, render_answer
 from ..records import Demonstration
 from .config import SelectionConfig
-from .pools import format_answer, parse_answer_quintuples
+from .pools import demonstration_id
 from .store import DemonstrationStore
 
 __all__ = ["DemonstrationExampleSelector", "demonstration_example"]
@@ -23,7 +23,7 @@ def demonstration_example(demo: Demonstration) -> dict[str, str]:
         "id": demo.id,
         "text": demo.text,
         "image_description": demo.image_description,
-        "answer": demo.answer if demo.answer is not None else format_answer(demo.quintuples),
+        "answer": demo.answer if demo.answer is not None else render_answer(demo.quintuples),
     }
 
 
@@ -82,10 +82,10 @@ class DemonstrationExampleSelector(BaseExampleSelector):
         text, image = example[self.text_key], example.get(self.caption_key, "")
         answer = example.get("answer")
         demo = Demonstration(
-            id=example.get(self.id_key) or "example-" + hashlib.sha1(f"{text}\n{image}".encode()).hexdigest()[:12],
+            id=example.get(self.id_key) or demonstration_id("example", text, image),
             text=text,
             image_description=image,
-            quintuples=parse_answer_quintuples(answer) if answer else (),
+            quintuples=tuple(parse_answer(answer).quintuples) if answer else (),
             answer=answer,
             source="example",
         )

@@ -8,6 +8,10 @@ similarity, with weights chosen per query, and no candidate merging across two c
 stored vector has the same norm (sqrt 2), so the HNSW graph built on inner products is a cosine graph.
 The two halves stay separable: each result reports its text and its image-description similarity.
 
+A demonstration without an image description is indexed by its text alone (its image half is zero, so
+its image similarity is 0 and reported as None), and a query without one is ranked by text alone
+(image weight 0): posts without images, common in users' own data, are retrieved on every path.
+
 The document is the post's text; the metadata hold the image description, the gold quintuples (JSON),
 the human answer when there is one, and the source. The collection's metadata record the embedding
 model id and dimension, checked whenever the store is opened.
@@ -54,13 +58,14 @@ class ScoredDemonstration(BaseModel):
     demonstration: Demonstration
     score: float
     text_similarity: float
-    image_similarity: float | None  # None when the query had no image description
+    image_similarity: float | None  # None when the query or the demonstration has no image description
 
 
 class AddReport(BaseModel):
     """What :meth:`DemonstrationStore.add` wrote, and what it skipped and why."""
 
     added: list[str] = Field(default_factory=list)
+    text_only: list[str] = Field(default_factory=list, description="added without an image description")
     problems: list[Any] = Field(default_factory=list)  # kecpm.errors.Problem
 
 
@@ -266,8 +271,6 @@ class DemonstrationStore:
                 problems.append(Problem(f"not a Demonstration but {type(demo).__name__}", line=position))
             elif not demo.text.strip():
                 problems.append(Problem("empty text", record=demo.id))
-            elif not demo.image_description.strip():
-                problems.append(Problem("no image description (load posts with their captions)", record=demo.id))
             elif demo.id in seen:
                 problems.append(Problem("the same id twice in one batch", record=demo.id))
             else:
@@ -275,23 +278,41 @@ class DemonstrationStore:
                 valid.append(demo)
         return valid, problems
 
-    def _write(self, chunk: list[Demonstration], vectors: npt.NDArray[np.float32]) -> None:
-        """Upsert a chunk whose ``vectors`` are its texts' embeddings followed by its image descriptions'."""
+    def _write(
+        self, chunk: list[Demonstration], text_vectors: npt.NDArray[np.float32], image_vectors: npt.NDArray[np.float32]
+    ) -> None:
         self._call(
             "adding demonstrations",
             self._collection.upsert,
             ids=[d.id for d in chunk],
-            embeddings=np.hstack([vectors[: len(chunk)], vectors[len(chunk) :]]),
+            embeddings=np.hstack([text_vectors, image_vectors]),
             documents=[d.text for d in chunk],
             metadatas=[_metadata(d) for d in chunk],
         )
+
+    @staticmethod
+    def _parts(chunk: list[Demonstration]) -> list[str]:
+        """What to embed for a chunk: every text, then the image descriptions there are."""
+        return [d.text for d in chunk] + [d.image_description for d in chunk if d.image_description.strip()]
+
+    @staticmethod
+    def _halves(
+        chunk: list[Demonstration], vectors: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The text and image halves of a chunk's vectors; a missing image description's half is zero."""
+        texts = vectors[: len(chunk)]
+        images = np.zeros_like(texts)
+        with_image = [i for i, d in enumerate(chunk) if d.image_description.strip()]
+        images[with_image] = vectors[len(chunk) :]
+        return texts, images
 
     def add(
         self, demonstrations: Iterable[Demonstration], *, skip_invalid: bool = False, batch_size: int = 256
     ) -> AddReport:
         """Embed and write demonstrations (an existing id is replaced, so a rebuild is idempotent).
 
-        Every demonstration needs a non-empty text and image description. Bad ones raise a
+        Every demonstration needs a non-empty text; one without an image description is indexed by its
+        text alone (listed in the report's ``text_only``). Bad ones raise a
         :class:`~kecpm.errors.DataError` naming each, before anything is written; with ``skip_invalid``
         the good ones are written and the bad ones listed in the report.
         """
@@ -300,9 +321,8 @@ class DemonstrationStore:
             raise DataError(problems)
         for start in range(0, len(valid), batch_size):
             chunk = valid[start : start + batch_size]
-            parts = [d.text for d in chunk] + [d.image_description for d in chunk]
-            self._write(chunk, encode_texts(self.embeddings, parts))
-        return AddReport(added=[d.id for d in valid], problems=problems)
+            self._write(chunk, *self._halves(chunk, encode_texts(self.embeddings, self._parts(chunk))))
+        return _report(valid, problems)
 
     async def aadd(
         self, demonstrations: Iterable[Demonstration], *, skip_invalid: bool = False, batch_size: int = 256
@@ -313,13 +333,13 @@ class DemonstrationStore:
             raise DataError(problems)
         for start in range(0, len(valid), batch_size):
             chunk = valid[start : start + batch_size]
-            parts = [d.text for d in chunk] + [d.image_description for d in chunk]
+            parts = self._parts(chunk)
             if isinstance(self.embeddings, MiniLMEmbeddings):
                 vectors = await asyncio.to_thread(self.embeddings.encode, parts)
             else:
                 vectors = unit_rows(await self.embeddings.aembed_documents(parts))
-            await asyncio.to_thread(self._write, chunk, vectors)
-        return AddReport(added=[d.id for d in valid], problems=problems)
+            await asyncio.to_thread(self._write, chunk, *self._halves(chunk, vectors))
+        return _report(valid, problems)
 
     def get(self, ids: Sequence[str]) -> list[Demonstration]:
         """The stored demonstrations with these ids (missing ids are left out), in the order given."""
@@ -351,9 +371,8 @@ class DemonstrationStore:
         if k is not None:
             chosen = SelectionConfig.model_validate({**chosen.model_dump(), "k": k})
         if not image and chosen.image_weight > 0:
-            raise QueryError(
-                "the query has no image description: give its caption, or select with image_weight=0 (text only)"
-            )
+            # No image description: rank by text alone rather than refuse (posts without images are common).
+            chosen = chosen.model_copy(update={"text_weight": 1.0, "image_weight": 0.0})
         return chosen
 
     def _nearest(
@@ -396,13 +415,14 @@ class DemonstrationStore:
             order = _mmr(score, pair_sim, selection.k, selection.mmr_lambda)
         else:
             order = [int(i) for i in np.argsort(-score, kind="stable")[: selection.k]]
-        has_image = bool(np.any(image_vector))
+        # An image similarity needs an image description on both sides.
+        has_image = np.any(vectors[:, dim:], axis=1) & bool(np.any(image_vector))
         return [
             ScoredDemonstration(
                 demonstration=_demonstration(rows[i][0], rows[i][1], rows[i][2]),
                 score=float(score[i]),
                 text_similarity=float(text_sim[i]),
-                image_similarity=float(image_sim[i]) if has_image else None,
+                image_similarity=float(image_sim[i]) if has_image[i] else None,
             )
             for i in order
         ]
@@ -478,6 +498,11 @@ class DemonstrationStore:
             query, caption=caption, k=k, selection=selection, exclude_ids=exclude_ids, exclude_self=exclude_self
         )
         return [hit.demonstration for hit in found]
+
+
+def _report(valid: list[Demonstration], problems: list[Problem]) -> AddReport:
+    text_only = [d.id for d in valid if not d.image_description.strip()]
+    return AddReport(added=[d.id for d in valid], text_only=text_only, problems=problems)
 
 
 def _mmr(relevance: npt.NDArray[np.float32], similarity: npt.NDArray[np.float32], k: int, lam: float) -> list[int]:

@@ -1,28 +1,25 @@
-"""Shared fixtures: synthetic posts and KECPM-format folders, and the real data when it exists."""
+"""Shared fixtures: synthetic posts and KECPM-format folders, the real data when it exists, the loopback
+LLM server, and for cross-stage tests a real demonstration store and a real (briefly) trained extractor."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from pydantic import Field
 
 # Model hubs are unreachable: fail fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from kecpm.agents import LoopbackServer
-from kecpm.jmere import write_kecpm
+from kecpm.llm import LLMConfig
 from kecpm.paths import default_data_dir
-from kecpm.records import Post
+from kecpm.post_files import write_kecpm
+from kecpm.records import Demonstration, Post
 from kecpm.synthetic import synthetic_posts
+from kecpm.testing import LoopbackServer, ScriptedChatModel, tool_answer
 
 
 @pytest.fixture
@@ -53,47 +50,16 @@ def real_data() -> Path:
     return found
 
 
-class ScriptedChatModel(FakeMessagesListChatModel):
-    """Answers from a list, in order, and records every prompt it was sent (for prompt-assembly tests)."""
-
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.seen.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
-
-
-def _tool_answer(name: str, arguments: dict[str, Any] | str) -> AIMessage:
-    """An AIMessage calling ``name``; a string argument is sent as is (to fake broken JSON)."""
-    if isinstance(arguments, str):
-        return AIMessage(
-            content="",
-            invalid_tool_calls=[{"name": name, "args": arguments, "id": "call_bad", "error": "bad json"}],
-        )
-    return AIMessage(
-        content="",
-        tool_calls=[{"name": name, "args": arguments, "id": f"call_{name}"}],
-        usage_metadata={"input_tokens": 100, "output_tokens": len(json.dumps(arguments)) // 4, "total_tokens": 120},
-    )
-
-
-@pytest.fixture
-def tool_answer():
+@pytest.fixture(name="tool_answer")
+def tool_answer_fixture():
     """``tool_answer(name, arguments)`` -> an AIMessage calling that function (a str: broken JSON)."""
-    return _tool_answer
+    return tool_answer
 
 
 @pytest.fixture
 def scripted():
     """A factory: ``scripted(answer, answer, ...)`` -> a ScriptedChatModel replaying them."""
-
-    def make(*answers: AIMessage) -> ScriptedChatModel:
-        return ScriptedChatModel(responses=list(answers), seen=[])
-
-    return make
+    return ScriptedChatModel.replaying
 
 
 def _knowledge_build_args(data: Path, out: Path, server: LoopbackServer, *extra: str) -> list[str]:
@@ -122,3 +88,37 @@ def server(loopback: LoopbackServer) -> LoopbackServer:
     loopback.configure(latency=0.01, faults={}, script=[], accept=False, api_key=None, retry_after=0.2, hang=3.0)
     loopback.reset()
     return loopback
+
+
+@pytest.fixture(scope="session")
+def train_posts() -> list[Post]:
+    return synthetic_posts(21, seed=11, id_prefix="itrain")
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory, train_posts) -> Path:
+    from kecpm.retrieval import DemonstrationStore
+
+    folder = tmp_path_factory.mktemp("store")
+    store = DemonstrationStore(str(folder), create=True)
+    store.add([Demonstration.from_post(p, source="train") for p in train_posts])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, train_posts) -> Path:
+    """The default span-pair extractor (MiniLM), trained for one epoch: real, small, fast."""
+    from kecpm.eval import make_scorer
+    from kecpm.extractor import SpanPairExtractor, TrainConfig
+
+    folder = tmp_path_factory.mktemp("model")
+    model = SpanPairExtractor()
+    model.fit(train_posts, train_posts[:7], scorer=make_scorer(), config=TrainConfig(epochs=1, seed=0))
+    model.save(folder)
+    return folder
+
+
+@pytest.fixture
+def loopback_llm(server) -> LLMConfig:
+    """An LLMConfig for the loopback server (reset for each test)."""
+    return LLMConfig(base_url=server.base_url, model="loopback", max_tokens_param="max_tokens")

@@ -1,9 +1,8 @@
 import pytest
 
 from kecpm.fewshot import build_few_shot, distribution_report, js_divergence, relation_counts
-from kecpm.jmere import load_split
 from kecpm.labels import RELATIONS
-from kecpm.mnre import read_mnre
+from kecpm.post_files import load_split, read_mnre
 from kecpm.synthetic import synthetic_posts
 
 

@@ -8,19 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from kecpm.agents import (
-    Critique,
-    Knowledge,
-    KnowledgeBuilder,
-    KnowledgeCache,
-    KnowledgeFailure,
-    KnowledgeResult,
-    LLMConfig,
-    LoopbackServer,
-    retry_policy,
-)
-from kecpm.jmere import read_kecpm, validate_kecpm
+from kecpm.agents import Critique, Knowledge, KnowledgeBuilder, KnowledgeCache, KnowledgeFailure, KnowledgeResult
+from kecpm.llm import LLMConfig, retry_policy
+from kecpm.post_files import read_kecpm, validate_kecpm
 from kecpm.records import Demonstration, Post
+from kecpm.testing import LoopbackServer
 
 FAST_RETRY = retry_policy(3, initial=0.01, max_wait=1.0)
 

@@ -12,15 +12,15 @@ from kecpm.agents import (
     Knowledge,
     KnowledgeCache,
     KnowledgeChain,
-    LLMCallError,
     format_critique,
     format_demonstrations,
     prompt_variables,
 )
+from kecpm.answers import render_answer
 from kecpm.labels import EntityType, Relation
+from kecpm.llm import LLMCallError
 from kecpm.prompts import load_template
 from kecpm.records import Demonstration, Post
-from kecpm.retrieval import format_answer
 
 GENERATED = {"statements": ["Mira Holt is a singer.", "Port Avery is a town.", "Mira Holt is a singer."]}
 REJECT = {
@@ -53,21 +53,21 @@ def test_generate_prompt_follows_the_paper_layout(posts: list[Post]) -> None:
     # then the demonstrations, then the post's text and image descriptions, then the request for knowledge
     assert human.index(f"Text: {demo.text}") < human.index(f"Text: {post.text}")
     assert f"Image descriptions: {post.image_description}" in human
-    assert format_answer(demo.quintuples) in human
+    assert render_answer(demo.quintuples) in human
     assert "background knowledge" in human.lower()
 
 
 def test_demonstration_answers_in_the_annotators_style(posts: list[Post]) -> None:
     q = posts[0].quintuples[0]
-    assert format_answer([q]) == (
+    assert render_answer([q]) == (
         f"The relation between {q.head.name} ({q.head.type.natural}) and {q.tail.name} "
         f'({q.tail.type.natural}) is "{q.relation.natural}".'
     )
     written = Demonstration(id="d1", text="some text", answer="A written answer with reasoning.")
     assert "Answer: A written answer with reasoning." in format_demonstrations([written])
     assert format_demonstrations([]) == "(no annotated examples are available)"
-    assert format_answer([]) == "There is no mentioned relation in the original text."
-    assert EntityType.PER.natural in format_answer([q]) or EntityType.PER not in (q.head.type, q.tail.type)
+    assert render_answer([]) == "There is no mentioned relation in the original text."
+    assert EntityType.PER.natural in render_answer([q]) or EntityType.PER not in (q.head.type, q.tail.type)
 
 
 def test_long_text_is_cut_with_a_warning() -> None:

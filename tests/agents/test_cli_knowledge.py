@@ -12,9 +12,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from kecpm.agents import LoopbackServer
 from kecpm.cli import app
-from kecpm.jmere import read_kecpm
+from kecpm.post_files import read_kecpm
+from kecpm.testing import LoopbackServer
 
 runner = CliRunner()
 

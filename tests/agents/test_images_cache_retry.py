@@ -1,4 +1,4 @@
-"""Images for vision models, the SQLite cache shared by processes, and the retry policy."""
+"""Images for vision models, and the SQLite cache shared by processes."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ import base64
 import io
 import multiprocessing
 import sqlite3
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
-from tenacity import AsyncRetrying, stop_after_attempt
 
-from kecpm.agents import ImageError, KnowledgeCache, KnowledgeChain, Usage, encode_image, retry_policy
-from kecpm.agents.llm import _retry_after
+from kecpm.agents import ImageError, KnowledgeCache, KnowledgeChain, Usage, encode_image
 from kecpm.records import Post
 
 
@@ -80,23 +75,3 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM calls").fetchone() == (400, 400)
-
-
-def test_retry_after_headers_are_read() -> None:
-    def error(**headers: str) -> SimpleNamespace:
-        return SimpleNamespace(response=SimpleNamespace(headers=headers))
-
-    assert _retry_after(error(**{"retry-after": "3"})) == 3.0
-    assert _retry_after(error(**{"retry-after-ms": "250"})) == 0.25
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 < _retry_after(error(**{"retry-after": later})) <= 30
-    assert _retry_after(error()) is None
-    assert _retry_after(ValueError("no response")) is None
-
-
-def test_retry_policy_from_a_number_or_a_policy() -> None:
-    assert retry_policy(2).stop.max_attempt_number == 3
-    custom = AsyncRetrying(stop=stop_after_attempt(7), reraise=True)
-    assert retry_policy(custom) is custom
-    with pytest.raises(ValueError):
-        retry_policy(-1)

@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from kecpm.cli import app
-from kecpm.jmere import read_kecpm, write_kecpm
+from kecpm.post_files import read_kecpm, write_kecpm
 from kecpm.synthetic import synthetic_posts
 
 runner = CliRunner()

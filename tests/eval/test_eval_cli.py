@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kecpm.cli import app
-from kecpm.jmere import read_kecpm, write_kecpm
+from kecpm.post_files import read_kecpm, write_kecpm
 from kecpm.predictions import write_predictions
 from kecpm.synthetic import synthetic_posts
 

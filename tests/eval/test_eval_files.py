@@ -8,7 +8,7 @@ import pytest
 
 from kecpm.errors import DataError
 from kecpm.eval import evaluate_files, load_run
-from kecpm.jmere import write_kecpm
+from kecpm.post_files import write_kecpm
 from kecpm.predictions import read_predictions, read_predictions_lenient, write_predictions
 from kecpm.synthetic import synthetic_posts
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from kecpm.cli import app
 from kecpm.eval import evaluate
 from kecpm.fewshot import relation_counts
-from kecpm.jmere import read_kecpm
 from kecpm.labels import RELATIONS
+from kecpm.post_files import read_kecpm
 from kecpm.predictions import PredictedQuintuple, PredictionRecord, write_predictions
 
 SEEDS = (17, 67, 97)

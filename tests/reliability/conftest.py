@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kecpm.agents import LoopbackServer
-from kecpm.jmere import write_kecpm
+from kecpm.post_files import write_kecpm
 from kecpm.records import Post
 from kecpm.synthetic import synthetic_posts
+from kecpm.testing import LoopbackServer
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
-from kecpm.agents import KnowledgeBuilder, LLMConfig, encode_image
+from kecpm.agents import KnowledgeBuilder, encode_image
 from kecpm.agents import images as images_module
 from kecpm.cli import app
-from kecpm.jmere import parse_kecpm, post_to_record, read_kecpm, validate_kecpm
+from kecpm.llm import LLMConfig
+from kecpm.post_files import parse_kecpm, post_to_record, read_kecpm, validate_kecpm
 from kecpm.records import Post
 
 LONG = 100_000
@@ -178,7 +179,7 @@ def test_invalid_utf8_refuses_only_its_own_record(make_posts, tmp_path: Path) ->
 def test_a_split_with_captions_and_a_bad_record_keeps_the_captions_of_the_rest(
     server, make_posts, build_command, tmp_path: Path
 ) -> None:
-    from kecpm.jmere import write_kecpm
+    from kecpm.post_files import write_kecpm
 
     posts = make_posts(4, prefix="cap")
     folder = tmp_path / "seed"

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from kecpm.agents import KnowledgeCache
-from kecpm.jmere import read_kecpm
+from kecpm.post_files import read_kecpm
 
 POSTS = 60
 

@@ -9,17 +9,9 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_none
 
-from kecpm.agents import (
-    KnowledgeBuilder,
-    KnowledgeCache,
-    KnowledgeFailure,
-    KnowledgeResult,
-    LLMConfig,
-    LoopbackServer,
-    classify_error,
-    retry_policy,
-)
-from kecpm.agents.loopback import FAULTS
+from kecpm.agents import KnowledgeBuilder, KnowledgeCache, KnowledgeFailure, KnowledgeResult
+from kecpm.llm import LLMConfig, classify_error, retry_policy
+from kecpm.testing import FAULTS, LoopbackServer
 
 
 def _config(server: LoopbackServer, timeout: float = 0.5) -> LLMConfig:

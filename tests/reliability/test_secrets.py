@@ -5,15 +5,19 @@ server requires it (so it was really sent), and every file a full ``kecpm run`` 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from kecpm.agents import ChatClient, KnowledgeBuilder, LLMConfig, PipelineConfig
+from kecpm.agents import KnowledgeBuilder
 from kecpm.cli import app
+from kecpm.llm import ChatClient, LLMConfig
+from kecpm.pipeline import PipelineConfig
 
 KEY = "sk-PLANTED-0123456789abcdefSECRET"
 KEY_ENV = "KECPM_RELIABILITY_TEST_KEY"
@@ -61,6 +65,13 @@ def test_a_full_run_and_a_knowledge_build_write_the_key_nowhere(
     assert build.exit_code == 0, build.output
     stats = keyed_server.stats()
     assert stats["completions"] > 0 and stats["unauthorized"] == 0  # the key was sent, and accepted
+
+    # The manifest keeps its provenance: every stage key is there to compare runs by.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
+    stages = manifest["extra"]["stages"]
+    assert {"index", "knowledge", "train", "predict", "eval"} <= set(stages)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", stages[name]["key"]) for name in stages), stages
+    assert stages["knowledge"]["run"] and "**********" not in json.dumps(stages)
 
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".sqlite" for p in written)

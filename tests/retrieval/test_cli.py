@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,8 @@ def test_build_the_human_pool(real_data: Path, tmp_path: Path, embeddings: MiniL
         app, ["index", "build", "--pool", "human", "--store", str(store), "--data-dir", str(real_data)]
     )
     assert built.exit_code == 0, built.output
-    count = int(built.output.split(" demonstrations added")[0].split()[-1])
+    # (a progress bar of the model's loading may precede the count on the same line)
+    count = int(re.search(r"(\d+) demonstrations added", built.output)[1])
     assert 40 <= count <= 46
     answer = runner.invoke(
         app,

@@ -10,6 +10,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from pydantic import ValidationError
 
+from kecpm.answers import parse_answer
 from kecpm.errors import DataError
 from kecpm.records import Demonstration
 from kecpm.retrieval import (
@@ -22,7 +23,6 @@ from kecpm.retrieval import (
     StoreError,
     demonstrations_from_posts,
 )
-from kecpm.retrieval.pools import parse_answer_quintuples
 from kecpm.retrieval.store import _mmr
 from kecpm.synthetic import synthetic_posts
 
@@ -39,7 +39,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, embeddings: MiniLMEmbeddings
 
 
 def demo(id: str, text: str, image: str, answer: str | None = None) -> Demonstration:
-    quintuples = parse_answer_quintuples(answer) if answer else ()
+    quintuples = tuple(parse_answer(answer).quintuples) if answer else ()
     return Demonstration(id=id, text=text, image_description=image, quintuples=quintuples, answer=answer)
 
 
@@ -186,25 +186,51 @@ def test_bad_demonstrations_are_named_and_the_good_ones_kept(tmp_path: Path, emb
     batch = [
         demo("good-1", "Ann visits Oslo", "a woman on a bridge"),
         demo("blank", "   ", "a photo"),
-        demo("no-image", "Bob in Rome", ""),
         demo("good-1", "Ann visits Oslo again", "a bridge"),
         demo("good-2", "Cara joins Acme", "an office"),
     ]
     with pytest.raises(DataError) as caught:
         store.add(batch)
-    assert {p.record for p in caught.value.problems} == {"blank", "no-image", "good-1"}
-    assert "no image description" in str(caught.value)
+    assert {p.record for p in caught.value.problems} == {"blank", "good-1"}
+    assert "empty text" in str(caught.value) and "the same id twice" in str(caught.value)
     assert store.count() == 0  # nothing written when the batch is refused
     report = store.add(batch, skip_invalid=True)
-    assert report.added == ["good-1", "good-2"] and len(report.problems) == 3
+    assert report.added == ["good-1", "good-2"] and len(report.problems) == 2
     assert store.count() == 2
+
+
+async def test_without_an_image_description_demonstrations_and_queries_go_by_text(
+    tmp_path: Path, embeddings: MiniLMEmbeddings
+) -> None:
+    store = DemonstrationStore(tmp_path / "s", embeddings, create=True)
+    report = await store.aadd(
+        [
+            demo("imaged", "The council approved the new budget", "a football player holding a pink jersey"),
+            demo("bare", "Mira Holt signs with Vantor FC", ""),
+            demo("other", "A recipe for tomato soup", "a bowl of soup"),
+        ]
+    )
+    assert report.added == ["imaged", "bare", "other"] and report.text_only == ["bare"]
+    (stored,) = store.get(["bare"])
+    assert stored.image_description == ""
+    # A query without an image description is ranked by text alone, whatever the weights say.
+    hits = store.search("Mira Holt joins Vantor FC", selection=SelectionConfig(k=3))
+    assert hits[0].demonstration.id == "bare"
+    assert [h.score for h in hits] == [pytest.approx(h.text_similarity, abs=1e-6) for h in hits]
+    assert all(h.image_similarity is None for h in hits)
+    assert [h.demonstration.id for h in hits] == [
+        h.demonstration.id
+        for h in store.search("Mira Holt joins Vantor FC", selection=SelectionConfig(k=3, image_weight=0))
+    ]
+    # With an image description, a text-only demonstration counts its text (its image part is 0).
+    mixed = {h.demonstration.id: h for h in store.search("Mira Holt joins Vantor FC", caption="a footballer", k=3)}
+    assert mixed["bare"].image_similarity is None and mixed["imaged"].image_similarity is not None
+    assert mixed["bare"].score == pytest.approx(0.5 * mixed["bare"].text_similarity, abs=1e-6)
 
 
 def test_bad_queries_are_clear_errors(store: DemonstrationStore) -> None:
     with pytest.raises(QueryError, match="query text is empty"):
         store.select("  ", caption="a photo")
-    with pytest.raises(QueryError, match="no image description"):
-        store.select("Senator Vale in Paris")
     with pytest.raises(ValidationError):
         store.select("Senator Vale in Paris", caption="a man", k=0)
     with pytest.raises(ValidationError, match="cannot both be 0"):

@@ -1,6 +1,7 @@
 from pydantic import BaseModel, SecretStr
 
-from kecpm.manifest import Manifest, file_sha256, redact
+from kecpm.hashing import file_sha256
+from kecpm.pipeline import Manifest, redact
 
 
 class _LLM(BaseModel):
@@ -38,3 +39,29 @@ def test_manifest_round_trip_hashes_inputs_and_hides_keys(tmp_path):
     loaded = Manifest.read(path)
     assert loaded.inputs == {str(data): file_sha256(data)}
     assert loaded.templates["generate"] == "generate@v1" and loaded.kecpm_version
+
+
+def test_only_real_secrets_are_redacted_never_provenance_keys():
+    config = {
+        "stages": {"index": {"key": "0123456789abcdef"}, "train": {"key": "fedcba9876543210"}},
+        "stage_key": "aa11",
+        "cache_key": "bb22",
+        "run_key": "cc33",
+        "key": "dd44",
+        "api_key": "sk-1",
+        "apikey": "sk-2",
+        "token": "t-1",
+        "password": "p-1",
+        "client_secret": "s-1",
+        "headers": {"Authorization": "Bearer b-1", "X-Api-Key": "k-1", "Accept": "application/json"},
+    }
+    cleaned = redact(config)
+    assert cleaned["stages"] == config["stages"]
+    assert [cleaned[k] for k in ("stage_key", "cache_key", "run_key", "key")] == ["aa11", "bb22", "cc33", "dd44"]
+    for name in ("api_key", "apikey", "token", "password", "client_secret"):
+        assert cleaned[name] == "**********", name
+    assert cleaned["headers"] == {
+        "Authorization": "**********",
+        "X-Api-Key": "**********",
+        "Accept": "application/json",
+    }

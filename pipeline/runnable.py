@@ -3,7 +3,8 @@
 ``KECPMPipeline`` is a ``Runnable``: ``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``astream``,
 ``astream_events`` and ``|`` composition all work. Its three steps are child runnables named
 ``retrieve_demonstrations``, ``build_knowledge`` and ``extract_quintuples``, so traces and
-``astream_events`` show each one. It is built from a :class:`PipelineConfig`.
+``astream_events`` show each one. It is built from a :class:`PipelineConfig`, and its steps are the
+stage objects of :mod:`kecpm.pipeline.stages`, the ones every batch path runs too.
 
 >>> pipeline = KECPMPipeline(PipelineConfig(store="runs/demo/store", extractor="runs/demo/model"))  # doctest: +SKIP
 >>> post = {"text": "Alva Brenner signs with Oakline FC", "image_description": "a man holding a scarf"}
@@ -26,50 +27,26 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel, Field
 
+from ..agents import ImageError, KnowledgeBuilder, KnowledgeResult, Usage, describe_image
 from ..errors import KecpmError
 from ..predictions import PredictedQuintuple
-from ..records import Demonstration, Post, Quintuple
-from .images import ImageError
-from .pipeline_config import PipelineConfig
-from .schemas import KnowledgeResult, Usage
+from ..records import Demonstration, Post, PostInput, Quintuple
+from .config import PipelineConfig
+from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForChainRun
     from langchain_core.language_models import BaseChatModel
 
     from ..extractor import Extractor
+    from ..llm import EmbeddedServer, LLMConfig
     from ..retrieval import DemonstrationStore
-    from .batch import KnowledgeBuilder
-    from .llm import EmbeddedServer
 
-__all__ = ["ImageDescriptionRequired", "KECPMPipeline", "PipelineInput", "PipelineResult"]
+__all__ = ["ImageDescriptionRequired", "KECPMPipeline", "PipelineResult", "as_post"]
 
 
 class ImageDescriptionRequired(KecpmError, ValueError):
     """A post has an image but no description, and no vision model is configured to describe it."""
-
-
-class PipelineInput(BaseModel):
-    """One post as the pipeline takes it: text, and optionally an image (path or bytes) and its description."""
-
-    text: str = Field(min_length=1, description="the post's text")
-    id: str | None = Field(default=None, description="an id for caches and results (default: a hash of the text)")
-    image_path: Path | None = None
-    image_bytes: bytes | None = Field(default=None, repr=False)
-    image_description: str | None = None
-
-    def to_post(self) -> Post:
-        import hashlib
-
-        post_id = self.id or "post-" + hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
-        return Post(
-            id=post_id,
-            text=self.text,
-            image_path=self.image_path,
-            image_descriptions=[self.image_description]
-            if self.image_description and self.image_description.strip()
-            else [],
-        )
 
 
 class PipelineResult(BaseModel):
@@ -85,7 +62,7 @@ class PipelineResult(BaseModel):
     usage: Usage = Field(default_factory=Usage, description="LLM calls and tokens spent on this post")
 
 
-PipelineInputLike = PipelineInput | Post | Mapping[str, Any] | str
+PipelineInputLike = PostInput | Post | Mapping[str, Any] | str
 
 
 def as_post(value: PipelineInputLike) -> tuple[Post, bytes | None]:
@@ -93,11 +70,11 @@ def as_post(value: PipelineInputLike) -> tuple[Post, bytes | None]:
     if isinstance(value, Post):
         return value, None
     if isinstance(value, str):
-        value = PipelineInput(text=value)
+        value = PostInput(text=value)
     elif isinstance(value, Mapping):
-        value = PipelineInput.model_validate(dict(value))
-    if not isinstance(value, PipelineInput):
-        raise TypeError(f"the pipeline takes a PipelineInput, a Post, a dict or a str, not {type(value).__name__}")
+        value = PostInput.model_validate(dict(value))
+    if not isinstance(value, PostInput):
+        raise TypeError(f"the pipeline takes a PostInput, a Post, a dict or a str, not {type(value).__name__}")
     return value.to_post(), value.image_bytes
 
 
@@ -121,8 +98,8 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         model: BaseChatModel | None = None,
     ) -> None:
         self.config = config or PipelineConfig()
-        self._store = store
-        self._extractor = extractor
+        self.retrieval = RetrieveDemonstrations(self.config, store=store)
+        self.extraction = ExtractQuintuples(self.config, extractor=extractor)
         self._model = model
         self._server: EmbeddedServer | None = None
         self._builders: dict[asyncio.AbstractEventLoop, KnowledgeBuilder] = {}
@@ -137,7 +114,7 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
     # -- Runnable --------------------------------------------------------------------------------
     @property
     def InputType(self) -> type:
-        return PipelineInput
+        return PostInput
 
     @property
     def OutputType(self) -> type:
@@ -163,21 +140,19 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         return await self._steps.ainvoke(state, patch_config(config, callbacks=run_manager.get_child()))
 
     # -- the three steps, also callable alone (the agent's tools use them) -------------------------
+    @property
+    def template_dirs(self) -> Sequence[Path]:
+        """Where templates are looked up first (the agent's system prompt too)."""
+        return self.config.template_dirs
+
     async def aretrieve(self, post: Post) -> list[Demonstration]:
-        """The demonstrations most similar to ``post`` (none when no store is configured)."""
-        store = self._demonstration_store()
-        if store is None:
-            return []
-        selection = self.config.selection
-        if not post.image_description:
-            # Without an image description, rank by text alone rather than refuse.
-            selection = selection.model_copy(update={"text_weight": 1.0, "image_weight": 0.0})
-        return await store.aselect(post, selection=selection)
+        """The demonstrations most similar to ``post`` (none when no store is configured; ranked by
+        text alone when the post has no image description)."""
+        return await self.retrieval(post)
 
     def demonstrations_by_id(self, ids: Sequence[str]) -> list[Demonstration]:
         """Stored demonstrations by id (unknown ids are left out)."""
-        store = self._demonstration_store()
-        return store.get(list(ids)) if store is not None and ids else []
+        return self.retrieval.by_id(ids)
 
     async def abuild_knowledge(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
         """generate -> critique -> revise for ``post``; every LLM call goes through the cache."""
@@ -186,7 +161,7 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
 
     async def aextract(self, post: Post) -> list[Quintuple]:
         """The extractor's quintuples for ``post`` (its knowledge and image description included)."""
-        (quintuples,) = await self._extraction_model().apredict([post])
+        (quintuples,) = await self.extraction([post])
         return quintuples
 
     async def _retrieve(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -228,8 +203,6 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
                 "vision-capable endpoint (llm.base_url with llm.vision = true). kecpm has no offline captioning "
                 "model: no PyPI package ships captioning or vision-language weights."
             )
-        from .describe import describe_image
-
         builder = await self._builder()
         try:
             description = await describe_image(
@@ -240,61 +213,23 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         return post.model_copy(update={"image_descriptions": [description]})
 
     # -- resources ---------------------------------------------------------------------------------
-    def _demonstration_store(self) -> DemonstrationStore | None:
-        if self._store is None and self.config.store is not None:
-            from ..retrieval import DemonstrationStore, StoreConfig
-
-            with self._lock:
-                if self._store is None:
-                    self._store = DemonstrationStore(
-                        StoreConfig.from_location(self.config.store, collection=self.config.collection),
-                        selection=self.config.selection,
-                    )
-        return self._store
-
-    def _extraction_model(self) -> Extractor:
-        if self._extractor is None:
-            if self.config.extractor is None:
-                raise KecpmError(
-                    "no extractor: set extractor = <model folder> in the pipeline config "
-                    "(train one with `kecpm train` or `kecpm run`)"
-                )
-            from ..extractor import load_extractor
-
-            with self._lock:
-                if self._extractor is None:
-                    self._extractor = load_extractor(self.config.extractor)
-        return self._extractor
-
     async def _builder(self) -> KnowledgeBuilder:
         """The knowledge builder of the running loop (LLM clients are bound to the loop that made them)."""
-        from .batch import KnowledgeBuilder
-
         loop = asyncio.get_running_loop()
         builder = self._builders.get(loop)
         if builder is not None:
             return builder
-        llm = self.config.llm
-        if self._model is None and llm.embedded:
+        llm = None
+        if self._model is None and self.config.llm.embedded:
             llm = await asyncio.to_thread(self._embedded_config)
-        builder = KnowledgeBuilder(
-            llm if self._model is None else None,
-            model=self._model,
-            cache=self.config.knowledge_cache,
-            rounds=self.config.rounds,
-            concurrency=self.config.concurrency,
-            retry=self.config.retries,
-            templates=self.config.templates,
-            template_dirs=self.config.template_dirs,
-            progress=False,
-        )
+        builder = knowledge_builder(self.config, llm=llm, model=self._model)
         await builder.open()
         self._builders[loop] = builder
         return builder
 
-    def _embedded_config(self) -> Any:
+    def _embedded_config(self) -> LLMConfig:
         """One embedded LLM server per pipeline, shared by every loop's client."""
-        from .llm import EmbeddedServer
+        from ..llm import EmbeddedServer
 
         with self._lock:
             if self._server is None:

@@ -6,8 +6,8 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from kecpm.agents.agent import AGENT_RECURSION_LIMIT, create_kecpm_agent, pipeline_tools
-from kecpm.agents.pipeline import KECPMPipeline
-from kecpm.agents.pipeline_config import PipelineConfig
+from kecpm.pipeline import KECPMPipeline, PipelineConfig
+from kecpm.testing import tool_answer
 
 TEXT = "Mira Holt signs a new contract with Corvex Labs"
 CAPTION = "a woman holding a pen"
@@ -22,7 +22,7 @@ def pipeline(store_dir, model_dir, loopback_llm, tmp_path):
 
 
 def _call(name: str, args: dict, number: int) -> AIMessage:
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{number}"}])
+    return tool_answer(name, args, call_id=f"call_{number}")
 
 
 async def test_scripted_model_calls_the_three_tools_in_order(pipeline, scripted):
@@ -66,7 +66,7 @@ async def test_tools_validate_their_arguments(pipeline):
 @pytest.mark.slow
 async def test_a_run_against_the_embedded_llm_completes(store_dir, model_dir, tmp_path):
     """SmolLM2-135M decides; whatever it decides, the run ends cleanly within the recursion bound."""
-    from kecpm.agents import ChatClient, EmbeddedServer
+    from kecpm.llm import ChatClient, EmbeddedServer
 
     with EmbeddedServer(log_path=tmp_path / "server.log") as server:
         llm = server.config(max_tokens=96)

@@ -14,21 +14,25 @@ A file holds the fields below at its top level (or under a ``[pipeline]`` table)
     model = "gpt-4o-mini"
     api_key_env = "OPENAI_API_KEY"   # the key itself never goes into a file
 
-Environment variables ``KECPM_<FIELD>`` (nested with ``__``: ``KECPM_LLM__MODEL``,
-``KECPM_SELECTION__K``) fill what the file or the code leave unset; explicit values win.
+Environment variables fill what the file or the code leave unset; explicit values win. The LLM's
+settings are ``KECPM_LLM_<FIELD>`` (``KECPM_LLM_BASE_URL``, ``KECPM_LLM_MODEL``, ...; the one
+convention of :mod:`kecpm.llm.config`), the others ``KECPM_<FIELD>``, nested with ``__``
+(``KECPM_ROUNDS``, ``KECPM_SELECTION__K``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ..llm import LLMConfig
 from ..retrieval.config import SelectionConfig
 from ..settings_file import read_settings_file, resolve_path
-from .llm import LLMConfig
 
 __all__ = ["PipelineConfig"]
 
@@ -45,13 +49,38 @@ class PipelineConfig(BaseSettings):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig.from_env)
     rounds: int = Field(default=1, ge=0, description="critique/revise rounds; 0 = generate only")
-    concurrency: int = Field(default=4, ge=1, description="posts in flight in batch work")
+    concurrency: int | None = Field(
+        default=None, ge=1, description="posts in flight in batch work (default: 1 embedded, 16 for an endpoint)"
+    )
     retries: int = Field(default=4, ge=0, description="retries of a failed LLM call (429, 5xx, timeouts)")
     templates: dict[str, str] = Field(default_factory=dict, description="stage -> template ref, e.g. generate@v2")
     template_dirs: list[Path] = Field(default_factory=list, description="folders searched for templates first")
     describe_template: str = Field(default="describe_image", description="template that asks for an image caption")
     knowledge_cache: Path | None = Field(default=None, description="SQLite cache of LLM calls (none: no cache)")
     extractor: Path | None = Field(default=None, description="a trained extractor's folder")
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _llm_over_environment(cls, value: Any) -> Any:
+        # A table of LLM settings fills what it leaves unset from KECPM_LLM_*, like every other setting.
+        return {**LLMConfig.env_values(), **value} if isinstance(value, Mapping) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _WithoutLLM(settings_cls, env_settings), dotenv_settings, file_secret_settings
+
+    @property
+    def workers(self) -> int:
+        """Posts in flight: ``concurrency``, else 1 for the embedded LLM (it answers one request at a
+        time) and 16 for an endpoint."""
+        return self.concurrency or (1 if self.llm.embedded else 16)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
@@ -68,3 +97,18 @@ class PipelineConfig(BaseSettings):
             data["template_dirs"] = [resolve_path(path.parent, d) for d in data["template_dirs"]]
         data.update(overrides)
         return cls(**data)
+
+
+class _WithoutLLM(PydanticBaseSettingsSource):
+    """``KECPM_*`` for every field but ``llm``, which reads its own ``KECPM_LLM_*`` (so that no second
+    spelling, ``KECPM_LLM__MODEL``, exists)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], source: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.source().items() if name != "llm"}

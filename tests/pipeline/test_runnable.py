@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from kecpm.agents.pipeline import ImageDescriptionRequired, KECPMPipeline, PipelineInput, PipelineResult
-from kecpm.agents.pipeline_config import PipelineConfig
+from kecpm.pipeline import ImageDescriptionRequired, KECPMPipeline, PipelineConfig, PipelineResult
+from kecpm.records import PostInput
 from kecpm.retrieval import SelectionConfig
 
 POST = {"text": "Mira Holt signs a new contract with Corvex Labs", "image_description": "a woman holding a pen"}
@@ -73,7 +73,7 @@ async def test_astream_events_show_the_three_steps(config):
 
 def test_sync_invoke_and_batch_work_outside_and_inside_a_loop(config):
     with KECPMPipeline(config) as pipeline:
-        assert pipeline.invoke(PipelineInput(**POST)).text == POST["text"]
+        assert pipeline.invoke(PostInput(**POST)).text == POST["text"]
         assert len(pipeline.batch([POST, POST])) == 2
 
         async def inside() -> PipelineResult:

@@ -6,7 +6,8 @@ import importlib.util
 
 import pytest
 
-from kecpm.agents import EmbeddedServer, Knowledge, KnowledgeBuilder, smollm2_path
+from kecpm.agents import Knowledge, KnowledgeBuilder
+from kecpm.llm import EmbeddedServer, smollm2_path
 from kecpm.records import Post
 
 pytestmark = [

@@ -18,11 +18,11 @@ It runs in a thread of the calling process (tests) or in its own process (benchm
 does not compete with the client for the GIL); both are controlled the same way, over HTTP::
 
     with LoopbackServer(latency=0.05, faults={"429": 0.2}) as server:
-        config = LLMConfig(base_url=server.base_url, model="loopback")
+        config = LLMConfig(base_url=server.base_url, model="loopback")  # from kecpm.llm
         ...
         server.stats()["completions"]
 
-``python -m kecpm.agents.loopback --latency 1`` serves until killed (it prints its port first).
+``python -m kecpm.testing.loopback --latency 1`` serves until killed (it prints its port first).
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ class LoopbackServer:
 
     def start(self) -> LoopbackServer:
         if self.process:
-            command = [sys.executable, "-m", "kecpm.agents.loopback", "--host", self.host, "--port", str(self.port)]
+            command = [sys.executable, "-m", "kecpm.testing.loopback", "--host", self.host, "--port", str(self.port)]
             command += ["--settings", json.dumps(self.settings)]
             self._child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             line = self._child.stdout.readline() if self._child.stdout else ""

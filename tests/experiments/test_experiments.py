@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kecpm.agents.experiment import Grid, diff_cells, knowledge_quality, replay, run_experiment
 from kecpm.agents.schemas import Critique, Knowledge, KnowledgeResult, StatementCheck, Step
 from kecpm.cli import app
 from kecpm.errors import KecpmError
+from kecpm.experiments import Grid, diff_cells, knowledge_quality, replay, run_experiment
 from kecpm.synthetic import synthetic_posts
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from kecpm.agents import PipelineConfig
 from kecpm.errors import KecpmError
+from kecpm.pipeline import PipelineConfig
 
 TOML = """
 store = "store"

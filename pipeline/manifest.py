@@ -1,12 +1,13 @@
-"""Run manifests: what produced a result, so it can be trusted, compared and replayed.
+"""Provenance manifests: what produced a result (a run, a knowledge build, an experiment), so it can be
+trusted, compared and replayed.
 
 A manifest records the configuration (secrets removed), the sha256 of every input file, the model ids,
 the prompt template versions, the kecpm version and the git revision of the checkout when there is one.
+(A trained extractor's own description of itself is its checkpoint file, ``extractor.json``.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -19,23 +20,26 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-__all__ = ["Manifest", "file_sha256", "git_revision", "redact"]
+from .. import __version__
+from ..hashing import file_sha256
 
-# A field is secret when its name ends in one of these words (api_key, access_token, Authorization-Token),
-# not when it merely contains one (max_tokens_param; api_key_env holds a variable's name, no secret).
-_SECRET_NAME = re.compile(r"(^|_)(api_key|key|token|secret|password|authorization)$")
+__all__ = ["Manifest", "git_revision", "is_secret_name", "redact"]
+
+# A field is secret when its name is, or ends in, a word that names a credential (api_key, access_token,
+# Authorization-Token, client_secret), not when it merely contains one (max_tokens_param; api_key_env
+# holds a variable's name) and never for a bare "key": stage_key, cache_key and run_key are provenance.
+_SECRET_NAME = re.compile(
+    r"(^|_)(api_?key|secret_?key|access_?key|private_?key|token|secret|password|passwd|authorization|credentials?)$"
+)
 
 
-def _is_secret_name(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """Whether a setting's name says it holds a secret (``api_key``, ``X-Auth-Token``; not ``stage_key``).
+
+    >>> [is_secret_name(n) for n in ("api_key", "Authorization", "client_secret", "key", "cache_key", "max_tokens")]
+    [True, True, True, False, False, False]
+    """
     return bool(_SECRET_NAME.search(name.lower().replace("-", "_")))
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_revision(folder: str | Path | None = None) -> str | None:
@@ -66,7 +70,7 @@ def redact(value: Any) -> Any:
         return redact(value.model_dump(mode="python"))
     if isinstance(value, Mapping):
         return {
-            str(k): "**********" if v and isinstance(v, str) and _is_secret_name(str(k)) else redact(v)
+            str(k): "**********" if v and isinstance(v, str) and is_secret_name(str(k)) else redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple | set):
@@ -106,8 +110,6 @@ class Manifest(BaseModel):
         outputs: Mapping[str, str | Path] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        from . import __version__
-
         return cls(
             kind=kind,
             kecpm_version=__version__,

@@ -5,14 +5,17 @@ on val) -> predict -> eval, with a manifest of config, data hashes, model ids, t
 git revision next to the results. A stage whose inputs and settings are unchanged since it last
 finished is skipped; an interrupted knowledge stage resumes from its cache without repeating a call.
 
-This is the pipeline's run step, the one place where ``agents`` calls ``eval``.
+Its stages over many posts are the pipeline's: :class:`~kecpm.pipeline.stages.RetrieveDemonstrations`
+and :func:`~kecpm.pipeline.stages.knowledge_builder` build the knowledge,
+:class:`~kecpm.pipeline.stages.ExtractQuintuples` predicts. A post without an image description is
+indexed, retrieved and extracted by its text alone, and counted in ``stages.json`` and the manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,14 +25,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..errors import KecpmError
-from ..jmere import load_split, read_kecpm, write_kecpm
-from ..manifest import Manifest, file_sha256
-from ..records import Post
-from .pipeline_config import PipelineConfig
+from ..hashing import content_key, file_sha256
+from ..post_files import load_split, read_kecpm, write_kecpm
+from ..records import Demonstration, Post
+from .config import PipelineConfig
+from .manifest import Manifest
+from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
 __all__ = ["RunConfig", "RunResult", "run_method"]
 
 STAGES = ("data", "index", "knowledge", "train", "predict", "eval")
+
+log = logging.getLogger(__name__)
 
 
 class RunConfig(BaseModel):
@@ -74,6 +81,9 @@ class RunResult(BaseModel):
     manifest: Path
     scores: dict[str, float]
     stages: dict[str, dict[str, Any]]
+    text_only_posts: dict[str, int] = Field(
+        default_factory=dict, description="posts without an image description (read by text alone), per split"
+    )
 
 
 StageCallback = Callable[[str, str, float], None]
@@ -84,8 +94,9 @@ def run_method(config: RunConfig, *, on_stage: StageCallback | None = None) -> R
     return _Run(config, on_stage or (lambda stage, status, seconds: None)).run()
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+def _stage_key(stage: str, *parts: Any) -> str:
+    """The key a stage is filed under: what it was run on and with (a changed part reruns it)."""
+    return content_key(stage=stage, parts=list(parts))[:16]
 
 
 class _Run:
@@ -139,6 +150,7 @@ class _Run:
             manifest=manifest,
             scores=scores,
             stages=self.stages,
+            text_only_posts=self.text_only,
         )
 
     # -- stages ------------------------------------------------------------------------------------
@@ -157,7 +169,8 @@ class _Run:
                     write_kecpm(posts, folder / f"{split}_ofa_image_caption.json")
                 return {"synthetic": True}
 
-            self._stage("data", _digest(["synthetic", n_train, n_val, config.seed]), [folder / "train.json"], write)
+            key = _stage_key("data", "synthetic", n_train, n_val, config.seed)
+            self._stage("data", key, [folder / "train.json"], write)
         else:
             folder = config.data
             if not (folder / "train.json").is_file():
@@ -169,6 +182,14 @@ class _Run:
         val = load_split(folder, config.eval_split, knowledge=with_released)
         if config.limit:
             train, val = train[: config.limit], val[: config.limit]
+        # Posts without an image description are indexed, retrieved and read by their text alone.
+        self.text_only = {"train": sum(not p.image_description for p in train)}
+        self.text_only["eval"] = sum(not p.image_description for p in val)
+        if any(self.text_only.values()):
+            log.warning(
+                "posts without an image description (read by their text alone): %d of %d train, %d of %d %s",
+                self.text_only["train"], len(train), self.text_only["eval"], len(val), config.eval_split,
+            )  # fmt: skip
         self.files["train"] = folder / "train.json"
         self.files["eval"] = folder / f"{config.eval_split}.json"
         return train, val
@@ -179,12 +200,11 @@ class _Run:
     def _index(self, train: list[Post]) -> None:
         import shutil
 
-        from ..records import Demonstration
         from ..retrieval import DemonstrationStore, StoreConfig, load_pool
 
         config = self.config
         store_dir = self.store_dir
-        key = _digest(["index", config.pool, self._inputs_key(), self.pipeline.collection])
+        key = _stage_key("index", config.pool, self._inputs_key(), self.pipeline.collection)
         # The marker lives in the store, so runs sharing a store build it once.
         marker = store_dir / "kecpm-index.json"
         if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
@@ -200,8 +220,11 @@ class _Run:
             shutil.rmtree(store_dir, ignore_errors=True)
             store = DemonstrationStore(StoreConfig(path=store_dir, collection=self.pipeline.collection), create=True)
             report = store.add(demonstrations)
-            marker.write_text(json.dumps({"key": key, "demonstrations": len(report.added)}) + "\n", encoding="utf-8")
-            return {"demonstrations": len(report.added)}
+            details = {"demonstrations": len(report.added), "text_only_demonstrations": len(report.text_only)}
+            if report.text_only:
+                log.warning("%d demonstrations have no image description: indexed by text alone", len(report.text_only))
+            marker.write_text(json.dumps({"key": key, **details}) + "\n", encoding="utf-8")
+            return details
 
         self._stage("index", key, [marker], build)
 
@@ -221,16 +244,14 @@ class _Run:
             "trajectories": folder / "trajectories.jsonl",
         }
         pipeline = self.pipeline
-        key = _digest(
-            [
-                "knowledge",
-                self._inputs_key(),
-                pipeline.llm.call_params(),
-                pipeline.rounds,
-                pipeline.templates,
-                pipeline.selection.model_dump(),
-                self.stages.get("index", {}).get("key"),
-            ]
+        key = _stage_key(
+            "knowledge",
+            self._inputs_key(),
+            pipeline.llm.call_params(),
+            pipeline.rounds,
+            pipeline.templates,
+            pipeline.selection.model_dump(),
+            self.stages.get("index", {}).get("key"),
         )
 
         def build() -> dict[str, Any]:
@@ -240,27 +261,11 @@ class _Run:
         return read_kecpm(paths["train"]), read_kecpm(paths["eval"])
 
     async def _build_knowledge(self, train: list[Post], val: list[Post], paths: dict[str, Path]) -> dict[str, Any]:
-        from ..retrieval import DemonstrationStore, StoreConfig
-        from .batch import KnowledgeBuilder
-
         pipeline = self.pipeline
-        store = DemonstrationStore(StoreConfig(path=self.store_dir, collection=pipeline.collection))
-
-        async def demonstrations(post: Post) -> list[Any]:
-            return await store.aselect(post, selection=pipeline.selection)
-
-        builder = KnowledgeBuilder(
-            pipeline.llm,
-            cache=pipeline.knowledge_cache,
-            rounds=pipeline.rounds,
-            concurrency=1 if pipeline.llm.embedded else pipeline.concurrency,
-            retry=pipeline.retries,
-            templates=pipeline.templates,
-            template_dirs=pipeline.template_dirs,
-            server_log=self.out / "llm_server.log",
-        )
+        retrieve = RetrieveDemonstrations(pipeline)
+        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log")
         async with builder:
-            report = await builder.abuild([*train, *val], demonstrations, keep_results=False)
+            report = await builder.abuild([*train, *val], retrieve, keep_results=False)
             assert builder.cache is not None and builder.chain is not None
             missing: list[str] = []
             for posts, path in ((train, paths["train"]), (val, paths["eval"])):
@@ -280,6 +285,7 @@ class _Run:
             "posts": report.total,
             "failed": report.failed,
             "without_knowledge": len(missing),
+            "text_only_posts": retrieve.text_only,
             "calls": report.calls,
             "cached_calls": report.cached,
             "templates": self.templates,
@@ -293,18 +299,16 @@ class _Run:
         config = self.config
         model_dir = self.out / "model"
         train_config = TrainConfig(epochs=config.epochs, patience=config.patience, seed=config.seed)
-        key = _digest(
-            [
-                "train",
-                [p.model_dump(mode="json") for p in train],
-                [p.model_dump(mode="json") for p in val],
-                config.parts,
-                config.knowledge_sentences,
-                config.input_template,
-                # the model's and training's defaults: a kecpm that changes them trains again
-                SpanPairConfig().model_dump(mode="json"),
-                train_config.model_dump(mode="json"),
-            ]
+        key = _stage_key(
+            "train",
+            [p.model_dump(mode="json") for p in train],
+            [p.model_dump(mode="json") for p in val],
+            config.parts,
+            config.knowledge_sentences,
+            config.input_template,
+            # the model's and training's defaults: a kecpm that changes them trains again
+            SpanPairConfig().model_dump(mode="json"),
+            train_config.model_dump(mode="json"),
         )
 
         def fit_into(folder: Path) -> dict[str, Any]:
@@ -344,18 +348,16 @@ class _Run:
         self.val_posts = val
 
     def _predict(self, val: list[Post]) -> Path:
-        from ..extractor import load_extractor
         from ..predictions import write_predictions
 
         path = self.out / "predictions.jsonl"
 
         def predict() -> dict[str, Any]:
-            model = load_extractor(self.out / "model")
-            predictions = model.predict(val)
+            predictions = ExtractQuintuples(self.pipeline).predict(val)
             write_predictions(path, predictions, img_ids=[p.img_id for p in val])
-            return {"posts": len(val)}
+            return {"posts": len(val), "text_only_posts": sum(not p.image_description for p in val)}
 
-        key = _digest(["predict", self.stages["train"]["key"], [p.model_dump(mode="json") for p in val]])
+        key = _stage_key("predict", self.stages["train"]["key"], [p.model_dump(mode="json") for p in val])
         self._stage("predict", key, [path], predict)
         return path
 
@@ -375,7 +377,7 @@ class _Run:
                 scores[f"{mode}_macro_f1"] = report.summary["macro_f1"].mean
             return {"scores": scores}
 
-        key = _digest(["eval", file_sha256(predictions), file_sha256(gold)])
+        key = _stage_key("eval", file_sha256(predictions), file_sha256(gold))
         self._stage("eval", key, [self.out / "eval" / "report.md"], evaluate)
         return self.stages["eval"]["scores"]
 
@@ -400,7 +402,7 @@ class _Run:
                 "predictions": self.out / "predictions.jsonl",
                 "report": self.out / "eval" / "report.md",
             },
-            extra={"stages": self.stages},
+            extra={"stages": self.stages, "text_only_posts": self.text_only},
         ).write(self.out / "manifest.json")
 
 

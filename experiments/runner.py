@@ -1,0 +1,174 @@
+"""Running a grid: every cell on every seed through the cached ``kecpm run`` stages, sharing one store
+per seed, one LLM call cache and one folder of trained extractors; then the leaderboard and manifest.
+
+All cells share that work, so it is done once: cells differing only in the extractor make no LLM call,
+and cells whose knowledge came out identical train once.
+
+>>> result = run_experiment(Grid.from_file("examples/grid.toml"), "runs/experiments/demo")  # doctest: +SKIP
+>>> result.cells[0].f1["paper_micro_f1"].mean  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..agents import DEFAULT_TEMPLATES, KnowledgeCache, KnowledgeResult
+from ..errors import KecpmError
+from ..hashing import file_sha256
+from ..pipeline import Manifest, RunConfig, run_method
+from ..post_files import load_split
+from .grid import Grid
+from .leaderboard import write_leaderboard
+from .quality import knowledge_quality
+from .results import ExperimentResult, SeedRun, summarize
+
+__all__ = ["Event", "run_experiment"]
+
+Event = Callable[[str, int, str, str, float], None]
+"""``on_event(cell, seed, stage, status, seconds)``: progress of :func:`run_experiment`."""
+
+
+def run_experiment(
+    grid: Grid,
+    out: str | Path,
+    *,
+    cells: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    on_event: Event | None = None,
+    leaderboard: bool = True,
+    shared: str | Path | None = None,
+) -> ExperimentResult:
+    """Run every cell (or those named in ``cells``) on every seed; write the leaderboard and manifest.
+
+    Work is shared through ``shared`` (default ``OUT/shared``; give another experiment's to build on its
+    work): one store per seed, one LLM call cache, one folder of trained extractors. A rerun into the
+    same ``out`` skips every finished stage.
+    """
+    out = Path(out)
+    shared = Path(shared) if shared is not None else out / "shared"
+    grid.check()
+    chosen = grid.cells()
+    if cells is not None:
+        chosen = [c for c in chosen if c.name in cells or c.slug in cells]
+        if not chosen:
+            raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
+    started = time.perf_counter()
+    summaries = []
+    for cell in chosen:
+        runs = []
+        config = None
+        for seed in seeds or grid.seeds:
+            config = grid.run_config(
+                cell,
+                seed,
+                out=out / "cells" / cell.slug / f"seed_{seed}",
+                shared=shared,
+            )
+            runs.append(_run_one(config, out, cell.name, seed, on_event))
+        assert config is not None
+        summaries.append(summarize(cell, config, runs))
+    result = ExperimentResult(out=out, shared=shared, grid=grid, cells=summaries, seconds=time.perf_counter() - started)
+    result.totals = {
+        name: sum(getattr(r, name) for c in summaries for r in c.runs)
+        for name in ("llm_calls", "cached_calls", "calls_needed")
+    }
+    result.totals["runs"] = sum(len(c.runs) for c in summaries)
+    result.totals["trainings"] = sum(r.trained for c in summaries for r in c.runs)
+    if leaderboard:
+        result.leaderboard = write_leaderboard(result, out)
+    result.manifest = _write_manifest(result)
+    return result
+
+
+def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None) -> SeedRun:
+    statuses: dict[str, str] = {}
+
+    def on_stage(stage: str, status: str, seconds: float) -> None:
+        if status != "running":
+            statuses[stage] = status
+        if on_event is not None:
+            on_event(cell, seed, stage, status, seconds)
+
+    started = time.perf_counter()
+    result = run_method(config, on_stage=on_stage)
+    # As recorded when the stage ran (a rerun that skips it keeps the figures of the run that paid).
+    knowledge = result.stages.get("knowledge", {})
+    run = SeedRun(
+        seed=seed,
+        out=str(config.out.relative_to(root)),
+        manifest=str(result.manifest.relative_to(root)),
+        scores=result.scores,
+        llm_calls=knowledge.get("calls", 0),
+        cached_calls=knowledge.get("cached_calls", 0),
+        failed_posts=knowledge.get("failed", 0),
+        calls_needed=0,
+        trained=not result.stages["train"].get("reused", False),
+        stages=statuses,
+        seconds=time.perf_counter() - started,
+    )
+    trajectories = config.out / "knowledge" / "trajectories.jsonl"
+    if config.knowledge == "llm" and trajectories.exists():
+        results = [
+            KnowledgeResult.model_validate_json(line)
+            for line in trajectories.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        folder = config.data or config.out / "data"
+        posts = [*load_split(folder, "train", knowledge=False), *load_split(folder, config.eval_split, knowledge=False)]
+        run.quality = knowledge_quality(results, posts)
+        llm = config.pipeline.llm
+        with KnowledgeCache(config.knowledge_cache or config.out / "knowledge.sqlite") as cache:
+            for item in results:
+                for step in item.steps:
+                    run.calls_needed += 1
+                    if (call := cache.get_call(step.key)) is not None:
+                        run.input_tokens += call.input_tokens
+                        run.output_tokens += call.output_tokens
+        run.cost = llm.cost(run.input_tokens, run.output_tokens)
+    return run
+
+
+def _write_manifest(result: ExperimentResult) -> Path:
+    out = result.out
+    cells = [
+        {
+            "name": c.name,
+            "slug": c.slug,
+            "levels": c.levels,
+            "config": c.config,
+            "runs": [r.model_dump(mode="json", exclude={"quality", "stages"}) for r in c.runs],
+        }
+        for c in result.cells
+    ]
+    return Manifest.create(
+        "experiment",
+        config=result.grid.model_dump(mode="json"),
+        inputs=[result.grid.source] if result.grid.source is not None and result.grid.source.exists() else [],
+        templates=_templates(result.grid),
+        outputs={
+            "out": out.resolve(),
+            "shared": result.shared.resolve(),
+            "knowledge_cache": (result.shared / "knowledge.sqlite").resolve(),
+            **{name: path.resolve() for name, path in result.leaderboard.items()},
+        },
+        extra={
+            # The grid exactly as run (it holds no secret: Grid rejects API keys); replay reads this.
+            "grid_json": result.grid.model_dump_json(),
+            "cells": cells,
+            "totals": result.totals,
+            "seconds": round(result.seconds, 1),
+            "leaderboard_sha256": file_sha256(out / "leaderboard.json") if "json" in result.leaderboard else "",
+        },
+    ).write(out / "manifest.json")
+
+
+def _templates(grid: Grid) -> dict[str, str]:
+    refs: dict[str, set[str]] = {}
+    for cell in grid.cells():
+        config = grid.run_config(cell, grid.seeds[0], out=Path("."))
+        for stage, ref in {**DEFAULT_TEMPLATES, **config.pipeline.templates}.items():
+            refs.setdefault(stage, set()).add(ref)
+        refs.setdefault("extract_input", set()).add(config.input_template)
+    return {stage: ", ".join(sorted(values)) for stage, values in refs.items()}

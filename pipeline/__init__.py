@@ -1,0 +1,49 @@
+"""The method wired once: post -> demonstrations -> knowledge -> quintuples.
+
+- :class:`PipelineConfig`: what the pipeline is made of (store, LLM, templates, rounds, extractor).
+- :mod:`~kecpm.pipeline.stages`: the three stage objects every path runs.
+- :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
+- :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
+  with a provenance :class:`Manifest`.
+
+The one layer that may import every stage, eval included.
+
+>>> from kecpm.pipeline import KECPMPipeline, PipelineConfig
+>>> async with KECPMPipeline(PipelineConfig.from_file("pipeline.toml")) as pipeline:  # doctest: +SKIP
+...     result = await pipeline.ainvoke({"text": "...", "image_description": "..."})
+"""
+
+from ..lazy import lazy_attributes
+from .config import PipelineConfig
+from .manifest import Manifest, git_revision, is_secret_name, redact
+from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
+
+# The Runnable and the batch run pull in LangChain's runnables and the stages' heavy parts: on first use.
+_LAZY = {
+    "ImageDescriptionRequired": ".runnable",
+    "KECPMPipeline": ".runnable",
+    "PipelineResult": ".runnable",
+    "RunConfig": ".run",
+    "RunResult": ".run",
+    "run_method": ".run",
+}
+
+__getattr__ = lazy_attributes(__name__, _LAZY)
+
+
+__all__ = [
+    "ExtractQuintuples",
+    "ImageDescriptionRequired",
+    "KECPMPipeline",
+    "Manifest",
+    "PipelineConfig",
+    "PipelineResult",
+    "RetrieveDemonstrations",
+    "RunConfig",
+    "RunResult",
+    "git_revision",
+    "is_secret_name",
+    "knowledge_builder",
+    "redact",
+    "run_method",
+]
