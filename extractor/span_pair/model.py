@@ -100,7 +100,8 @@ class SpanPairExtractor(Extractor):
             for q in post.quintuples:
                 schema.setdefault(q.relation.value, set()).add((q.head.type.value, q.tail.type.value))
         merged = {r: {tuple(p) for p in self.schema.get(r, [])} | schema.get(r, set()) for r in {*schema, *self.schema}}
-        self.schema = {r: sorted(pairs) for r, pairs in merged.items()}
+        # sorted by relation too: a set's order changes with the process's hash seed, the card's must not
+        self.schema = {r: sorted(merged[r]) for r in sorted(merged)}
 
     def _network(self) -> Any:
         return self.network
