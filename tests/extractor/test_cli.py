@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from kecpm.cli import app
 from kecpm.extractor import load_extractor
-from kecpm.jmere import load_split, write_kecpm
+from kecpm.post_files import load_split, write_kecpm
 from kecpm.predictions import read_predictions
 
 

@@ -18,19 +18,6 @@ def test_the_target_text_parses_back_over_every_relation():
     assert answer_text([]) == ""
 
 
-def test_generated_text_takes_the_posts_spelling_and_counts_bad_pieces():
-    tokens = ["RT", "@x", ":", "Ann", "Lee", "joins", "Oakline", "FC"]
-    parsed = parse_answer(
-        "the relation between ann lee (person) and oakline fc (organization) is ' member of '; "
-        'The relation between Ann Lee (person) and Oakline FC (organization) is "founded by"; garbage',
-        tokens=tokens,
-    )
-    (quintuple,) = parsed.quintuples
-    assert quintuple.surface() == ("Ann Lee", "per", "Oakline FC", "org", "member_of")
-    assert (quintuple.head.span, quintuple.tail.span) == ((3, 5), (6, 8))
-    assert len(parsed.invalid) == 2  # an unknown relation and a piece that is no sentence
-
-
 @pytest.fixture(scope="module")
 def word_tokenizer(synthetic_split):
     """A word-level tokenizer over the synthetic posts and their targets: a vocabulary of a few

@@ -30,7 +30,7 @@ def test_load_in_another_process_gives_identical_predictions(trained_tiny, synth
     model, directory = trained_tiny
     _, val = synthetic_split
     data = tmp_path / "posts_knowledge.json"  # JSON Lines with captions and knowledge
-    from kecpm.jmere import write_kecpm
+    from kecpm.post_files import write_kecpm
 
     write_kecpm(val, data)
     here = tmp_path / "here.jsonl"
