@@ -60,8 +60,8 @@ def main() -> None:
     import torch
     import transformers  # noqa: F401  (part of the baseline memory)
 
-    from kecpm.jmere import load_split
     from kecpm.paths import require_data_dir
+    from kecpm.post_files import load_split
 
     torch.set_num_threads(args.threads)
     baseline_rss = rss_mb()

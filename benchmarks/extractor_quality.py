@@ -1,7 +1,7 @@
 """Quality study of the span-pair extractor on the real few-shot splits (val), as a Markdown table.
 
 For each input setting and seed: train on ``seed_N/train`` (with the OFA captions and the authors'
-ChatGPT knowledge that ``kecpm.jmere.load_split`` overlays), select the epoch on val paper micro-F1,
+ChatGPT knowledge that ``kecpm.post_files.load_split`` overlays), select the epoch on val paper micro-F1,
 then report val micro/macro F1 in paper and standard modes, mean +- std over the seeds.
 
     nice -n 10 .venv/bin/python benchmarks/extractor_quality.py --out runs/extractor_quality
@@ -42,7 +42,7 @@ def _value(text: str) -> object:
 
 
 def load_posts(data: Path, seed: int, split: str, knowledge_dir: Path | None):
-    from kecpm.jmere import load_split, read_kecpm
+    from kecpm.post_files import load_split, read_kecpm
 
     posts = load_split(data / f"seed_{seed}", split)
     if knowledge_dir is None:

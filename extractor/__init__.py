@@ -3,8 +3,13 @@
 Two model families behind one interface (``fit``, ``predict``, ``apredict``, ``save``, ``load``):
 :class:`SpanPairExtractor` (default, offline: all-MiniLM-L6-v2 fine-tuned for typed spans and
 relations between them) and :class:`GenerativeExtractor` (paper-faithful: any local seq2seq or causal
-LM checkpoint writing the linearised quintuples). Early stopping takes a scorer by injection, e.g.
+LM checkpoint writing the answer sentences). Early stopping takes a scorer by injection, e.g.
 ``kecpm.eval.make_scorer(mode="paper", metric="micro_f1")``.
+
+Modules: ``inputs`` (input assembly), ``base`` (the interface, the family registry and
+:func:`load_extractor`), ``training`` (the fit loop),
+``checkpoint`` (the checkpoint format: the card ``extractor.json``), ``span_pair/`` and
+``generative`` (the families), ``tool`` (the LangChain tool).
 
 >>> from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 >>> model = SpanPairExtractor(parts=InputParts.preset("imagecap_know"))  # doctest: +SKIP
@@ -12,16 +17,8 @@ LM checkpoint writing the linearised quintuples). Early stopping takes a scorer 
 >>> model.save("runs/model"); load_extractor("runs/model").predict(val)  # doctest: +SKIP
 """
 
-from .base import (
-    FORMAT_VERSION,
-    CheckpointError,
-    EpochLog,
-    Extractor,
-    FitReport,
-    Scorer,
-    TrainConfig,
-    load_extractor,
-)
+from .base import Extractor, load_extractor, register_family
+from .checkpoint import FORMAT_VERSION, CheckpointError
 from .generative import GenerativeConfig, GenerativeExtractor
 from .inputs import (
     DEFAULT_TEMPLATE,
@@ -32,9 +29,9 @@ from .inputs import (
     InputTooLong,
     Segment,
 )
-from .linearize import ParsedOutput, linearize, parse_linearized
-from .span_model import SpanPairConfig, SpanPairExtractor, default_encoder_path
+from .span_pair import SpanPairConfig, SpanPairExtractor, default_encoder_path
 from .tool import ExtractionInput, ExtractionResult, make_extraction_tool
+from .training import EpochLog, FitReport, Scorer, TrainConfig
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -52,15 +49,13 @@ __all__ = [
     "InputAssembler",
     "InputParts",
     "InputTooLong",
-    "ParsedOutput",
     "Scorer",
     "Segment",
     "SpanPairConfig",
     "SpanPairExtractor",
     "TrainConfig",
     "default_encoder_path",
-    "linearize",
     "load_extractor",
     "make_extraction_tool",
-    "parse_linearized",
+    "register_family",
 ]

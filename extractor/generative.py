@@ -2,8 +2,9 @@
 
 Any Hugging Face checkpoint folder (t5-base, flan-t5-base, bart, a small decoder) is fine-tuned to
 emit ``The relation between X (type) and Y (type) is "relation"; ...`` after reading the assembled
-input (segments joined by newlines), and its output is parsed back; pieces that do not parse are
-counted in :attr:`GenerativeExtractor.invalid` and logged, never raised.
+input (segments joined by newlines), and its output is parsed back; both with :mod:`kecpm.answers`, the
+answer codec that retrieval and eval use too. Pieces that do not parse are counted in
+:attr:`GenerativeExtractor.invalid` and logged, never raised.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..answers import ParsedAnswer, parse_answer, render_answer
 from ..prompts import PromptTemplateFile
 from ..records import Post, Quintuple
-from .base import CheckpointError, Extractor, TrainConfig, batches, parts_from_manifest, template_from_manifest
+from .base import Extractor, register_family
+from .checkpoint import CheckpointCard, CheckpointError
 from .inputs import AssembledInput, InputAssembler, InputParts
-from .linearize import ParsedOutput, linearize, parse_linearized
+from .training import TrainConfig, batches
 
-__all__ = ["GenerativeConfig", "GenerativeExtractor"]
+__all__ = ["GenerativeConfig", "GenerativeExtractor", "answer_text"]
 
 logger = logging.getLogger("kecpm.extractor")
 
@@ -41,6 +44,7 @@ class GenerativeConfig(BaseModel):
     separator: str = "\n"
 
 
+@register_family
 class GenerativeExtractor(Extractor):
     """Seq2seq or decoder-only extractor behind the common interface.
 
@@ -117,7 +121,7 @@ class GenerativeExtractor(Extractor):
         examples = []
         for post in posts:
             source = self.tokenizer(self._input_text(post))["input_ids"]
-            target = [*self._ids(linearize(post.quintuples)), self.eos_id]
+            target = [*self._ids(answer_text(post.quintuples)), self.eos_id]
             examples.append((source, target))
         if self.assembler.stats:
             logger.info("input assembly: %s", dict(self.assembler.stats))
@@ -141,7 +145,7 @@ class GenerativeExtractor(Extractor):
     # -- prediction -----------------------------------------------------------------------------
     def predict_parsed(
         self, posts: Sequence[Post], *, batch_size: int = 16, progress: bool = False
-    ) -> list[ParsedOutput]:
+    ) -> list[ParsedAnswer]:
         """The parsed output of each post, with the pieces that did not parse."""
         import torch
         from tqdm.auto import tqdm
@@ -150,7 +154,7 @@ class GenerativeExtractor(Extractor):
             raise RuntimeError("the model is not trained: call fit() or load() first")
         sources = [self.tokenizer(self._input_text(p))["input_ids"] for p in posts]
         order = sorted(range(len(posts)), key=lambda i: len(sources[i]))
-        outputs: list[ParsedOutput] = [ParsedOutput() for _ in posts]
+        outputs: list[ParsedAnswer] = [ParsedAnswer() for _ in posts]
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
@@ -169,7 +173,7 @@ class GenerativeExtractor(Extractor):
                     generated = generated[:, ids.shape[1] :]
                 for i, row in zip(chunk, generated.tolist(), strict=True):
                     text = self.tokenizer.decode(row, skip_special_tokens=True)
-                    outputs[i] = parse_linearized(text, tokens=posts[i].tokens)
+                    outputs[i] = parse_answer(text, tokens=posts[i].tokens)
         self.model.train(was_training)
         bad = [o for o in outputs if o.invalid]
         if bad:
@@ -196,11 +200,17 @@ class GenerativeExtractor(Extractor):
         return {"config": self.config.model_dump(mode="json"), "files": [f"{_MODEL_DIR}/config.json"]}
 
     @classmethod
-    def _load_files(cls, directory: Path, manifest: dict[str, Any]) -> Self:
-        config = GenerativeConfig(**manifest["config"])
-        model = cls(config, parts=parts_from_manifest(manifest), template=template_from_manifest(manifest))
+    def _load_files(cls, directory: Path, card: CheckpointCard) -> Self:
+        config = GenerativeConfig(**card.entry("config"))
+        model = cls(config, parts=card.parts, template=card.prompt_template())
         model._build(directory / _MODEL_DIR)
         return model
+
+
+def answer_text(quintuples: Sequence[Quintuple]) -> str:
+    """The text the model learns to write: the answer sentences joined by ``"; "`` without periods, and
+    nothing for a post without quintuples (:func:`kecpm.answers.parse_answer` reads it back)."""
+    return render_answer(quintuples, separator="; ", period=False, empty="")
 
 
 def _pad(rows: Sequence[list[int]], value: int, *, left: bool) -> tuple[Any, Any]:

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from kecpm.cli import app
 from kecpm.extractor import load_extractor
-from kecpm.jmere import load_split, write_kecpm
+from kecpm.post_files import load_split, write_kecpm
 from kecpm.predictions import read_predictions
 
 
@@ -32,10 +32,10 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best val micro_f1" in result.output
-    manifest = json.loads((out / "extractor.json").read_text())
-    assert manifest["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
-    assert manifest["config"]["hidden_size"] == 32
-    assert manifest["train_config"]["return_freed_memory"] is False
+    card = json.loads((out / "extractor.json").read_text())
+    assert card["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
+    assert card["config"]["hidden_size"] == 32
+    assert card["train_config"]["return_freed_memory"] is False
     val = load_split(split_dir, "val")
     assert len(read_predictions(out / "val_predictions.jsonl")) == len(val)
 

@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import pytest
 
-from kecpm.extractor import (
-    GenerativeConfig,
-    GenerativeExtractor,
-    InputParts,
-    TrainConfig,
-    linearize,
-    load_extractor,
-)
+from kecpm.answers import parse_answer
+from kecpm.extractor import GenerativeConfig, GenerativeExtractor, InputParts, TrainConfig, load_extractor
+from kecpm.extractor.generative import answer_text
+from kecpm.synthetic import synthetic_posts
+
+
+def test_the_target_text_parses_back_over_every_relation():
+    for post in synthetic_posts(21, seed=3):
+        text = answer_text(post.quintuples)
+        assert text.startswith("The relation between ") and not text.endswith(".")
+        parsed = parse_answer(text, tokens=post.tokens)
+        assert parsed.invalid == []
+        assert parsed.quintuples == post.quintuples  # spans recovered from the tokens too
+    assert answer_text([]) == ""
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +27,7 @@ def word_tokenizer(synthetic_split):
 
     train, val = synthetic_split
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    corpus = [p.text for p in train + val] + [linearize(p.quintuples) for p in train + val]
+    corpus = [p.text for p in train + val] + [answer_text(p.quintuples) for p in train + val]
     corpus += ["image: knowledge: " + p.image_description + " " + " ".join(p.knowledge) for p in train + val]
     pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     words = sorted({w for line in corpus for w, _ in pre.pre_tokenize_str(line)})

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kecpm.extractor import InputAssembler, InputParts, InputTooLong
+from kecpm.extractor import INPUT_PRESETS, InputAssembler, InputParts, InputTooLong
 from kecpm.prompts import load_template
 from kecpm.records import Post
 
@@ -47,6 +47,20 @@ def test_presets_choose_the_segments(preset, expected):
     assembled = InputAssembler(parts=InputParts.preset(preset)).assemble(_post())
     assert [s.render() for s in assembled.segments] == expected
     assert InputParts.preset(preset).name == preset
+
+
+@pytest.mark.parametrize("preset", list(INPUT_PRESETS))
+@pytest.mark.parametrize("descriptions", [[], [""], ["  ", "\n"]])
+def test_a_post_without_an_image_description_has_no_image_segment(preset, descriptions):
+    post = _post(image_descriptions=descriptions)
+    assembled = InputAssembler(parts=InputParts.preset(preset)).assemble(post)
+    rendered = [s.render() for s in assembled.segments]
+    assert not any(r.startswith("image") for r in rendered), rendered
+    expected = ["Ann Lee visits Port Avery"]
+    if InputParts.preset(preset).knowledge:
+        expected.append("knowledge: Port Avery is a town. Ann Lee is a singer.")
+    assert rendered == expected
+    assert assembled.render(" | ") == " | ".join(expected)  # nothing left of the image segment, no empty piece
 
 
 def test_unknown_preset_is_named():

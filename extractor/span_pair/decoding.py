@@ -1,0 +1,103 @@
+"""From the span-pair network's probabilities to quintuples.
+
+Spans over the entity threshold (greedily without overlap) are candidates; a pair is kept when its
+relation probability passes the threshold, one direction per pair of entities, and the relation and
+both types are chosen jointly among the type pairs that relation had in training (e.g. ``member_of``
+is per -> org). A post gets at least its best pair (every JMERE post has one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...labels import ENTITY_TYPES, RELATIONS, EntityType, Relation
+from ...records import Entity, Post, Quintuple
+from .config import SpanPairConfig
+from .encoding import EncodedPost, overlap
+
+__all__ = ["PairChoice", "RelationSchema", "choose_pairs", "entity_candidates", "select_quintuples"]
+
+RelationSchema = Mapping[str, Sequence[tuple[str, str]]]
+"""Per relation name, the (head type, tail type) pairs it had in training."""
+
+PairChoice = tuple[float, Relation, EntityType, EntityType]
+"""A pair's relation probability and its best (relation, head type, tail type)."""
+
+
+def entity_candidates(spans: Sequence[tuple[int, int]], scores: Sequence[float], config: SpanPairConfig) -> list[int]:
+    """The indices of the spans taken as entities: by score, without overlap, at most ``max_entities``,
+    and at least two (a pair) even under the threshold."""
+    ranked = sorted(range(len(spans)), key=lambda k: -scores[k])
+    chosen: list[int] = []
+    for k in ranked:
+        if len(chosen) >= config.max_entities:
+            break
+        if scores[k] < config.entity_threshold and len(chosen) >= 2:
+            break
+        if all(not overlap(spans[k], spans[c]) for c in chosen):
+            chosen.append(k)
+    return chosen
+
+
+def choose_pairs(
+    relation_probs: Any, head_probs: Any, tail_probs: Any, *, schema: RelationSchema, type_constraints: bool
+) -> list[PairChoice | None]:
+    """Per pair, the best (relation, head type, tail type) and the pair's relation probability.
+
+    The joint score is P(relation) x P(head type | entity) x P(tail type | entity), over the type
+    pairs each relation had in training (or the most likely types, without type constraints).
+    """
+    import torch
+
+    relations = relation_probs[:, 1:]
+    head_types = head_probs[:, 1:] / head_probs[:, 1:].sum(-1, keepdim=True)
+    tail_types = tail_probs[:, 1:] / tail_probs[:, 1:].sum(-1, keepdim=True)
+    n_types = len(ENTITY_TYPES)
+    if type_constraints:
+        allowed = torch.zeros(len(RELATIONS), n_types, n_types)
+        for r, relation in enumerate(RELATIONS):
+            for a, b in schema.get(relation.value, []):
+                allowed[r, ENTITY_TYPES.index(EntityType(a)), ENTITY_TYPES.index(EntityType(b))] = 1
+        if not allowed.any():
+            return [None] * len(relations)
+        joint = relations[:, :, None, None] * head_types[:, None, :, None] * tail_types[:, None, None, :]
+        # -1 keeps a disallowed combination below any allowed one, even one of probability 0
+        best = torch.where(allowed.bool(), joint, torch.tensor(-1.0)).flatten(1).argmax(-1)
+        r_best, a_best, b_best = best // (n_types * n_types), best // n_types % n_types, best % n_types
+    else:
+        r_best, a_best, b_best = relations.argmax(-1), head_types.argmax(-1), tail_types.argmax(-1)
+    keep = (1 - relation_probs[:, 0]).tolist()
+    return [
+        (keep[i], RELATIONS[r], ENTITY_TYPES[a], ENTITY_TYPES[b])
+        for i, (r, a, b) in enumerate(zip(r_best.tolist(), a_best.tolist(), b_best.tolist(), strict=True))
+    ]
+
+
+def select_quintuples(
+    post: Post, encoded: EncodedPost, scored: list[tuple[PairChoice, int, int]], config: SpanPairConfig
+) -> list[Quintuple]:
+    """A post's quintuples from its scored pairs ``(choice, head span, tail span)``: the most probable
+    first, one direction per pair of entities, those over the relation threshold (and, with
+    ``at_least_one``, the best one in any case)."""
+    scored.sort(key=lambda s: -s[0][0])
+    kept, seen = [], set()
+    for (probability, relation, head_type, tail_type), h, tl in scored:
+        key = frozenset((h, tl))
+        if key in seen:  # one direction per pair of entities
+            continue
+        if probability >= config.relation_threshold or (config.at_least_one and not kept):
+            seen.add(key)
+            kept.append((h, tl, relation, head_type, tail_type))
+    return [
+        Quintuple(
+            head=_entity(post, encoded.spans[h], head_type),
+            tail=_entity(post, encoded.spans[tl], tail_type),
+            relation=relation,
+        )
+        for h, tl, relation, head_type, tail_type in kept
+    ]
+
+
+def _entity(post: Post, span: tuple[int, int], type_: EntityType) -> Entity:
+    return Entity(name=" ".join(post.tokens[span[0] : span[1]]), type=type_, span=span)

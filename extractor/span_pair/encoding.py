@@ -1,0 +1,280 @@
+"""Posts -> the span-pair model's encoded examples, and batches of them -> the network's inputs.
+
+A post is read as ``[CLS] post [SEP] context [SEP] ...`` (the template's segments); its spans are every
+run of up to ``max_span_width`` post words. With ``context_mentions`` each span also gets its first
+whole-word mention in the context (image description, knowledge), with ``context_comentions`` a bit per
+context sentence that mentions it: :class:`ContextIndex` finds them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...labels import ENTITY_TYPES, RELATIONS
+from ...records import Post
+from ..inputs import AssembledInput, InputAssembler
+from .config import SpanPairConfig
+
+__all__ = [
+    "DISTANCE_BUCKETS",
+    "ContextIndex",
+    "EncodedPost",
+    "InputEncoder",
+    "distance",
+    "overlap",
+    "pair_rows",
+    "shared_sentence",
+]
+
+DISTANCE_BUCKETS = (1, 2, 3, 4, 6, 9, 15, 10**9)  # upper bounds of the word gaps
+
+
+@dataclass
+class EncodedPost:
+    ids: list[int]
+    type_ids: list[int]
+    word_first: list[int]
+    word_last: list[int]
+    spans: list[tuple[int, int]]
+    mentions: list[tuple[int, int]]  # per span, its first mention's token range in ids; (0, 0): none
+    sentence_sets: list[int]  # per span, a bit per context sentence that mentions it
+    sentences: list[tuple[int, int]]  # each context sentence's token range in ids
+    span_labels: list[int]
+    pairs: dict[tuple[int, int], int]  # (head span index, tail span index) -> relation id
+
+
+@dataclass
+class InputEncoder:
+    """Encodes posts for one span-pair model: its tokenizer (a fast one), config and input assembler."""
+
+    tokenizer: Any
+    config: SpanPairConfig
+    assembler: InputAssembler
+    use_types: bool  # whether context segments get token type 1 (the encoder has two token types)
+    _word_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    def copy(self) -> InputEncoder:
+        """Another encoder sharing the tokenizer and assembler, with its own word cache."""
+        return InputEncoder(self.tokenizer, self.config, self.assembler, self.use_types, dict(self._word_cache))
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _word_ids(self, word: str) -> list[int]:
+        cached = self._word_cache.get(word)
+        if cached is None:
+            # A word the tokenizer drops (a lone control or zero-width character) still needs a vector.
+            cached = self._ids(word) or [self.tokenizer.unk_token_id]
+            self._word_cache[word] = cached
+        return cached
+
+    def _cost(self, assembled: AssembledInput) -> int:
+        total = 1  # [CLS]
+        for segment in assembled.segments:
+            if segment.role == "text":
+                total += len(self._ids(segment.before)) + len(self._ids(segment.after))
+                total += sum(len(self._word_ids(w)) for w in assembled.words)
+            else:
+                total += len(self._ids(segment.text))
+            total += 1  # [SEP]
+        return total
+
+    def _cut(self, text: str, drop: int) -> str:
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        keep = len(encoded["input_ids"]) - drop
+        return text[: encoded["offset_mapping"][keep - 1][1]] if keep > 0 else ""
+
+    def encode(self, post: Post, *, with_labels: bool) -> EncodedPost:
+        """A post's token ids, spans and context mentions; with its gold span and pair labels for training."""
+        assembled = self.assembler.fit(post, budget=self.config.max_length, cost=self._cost, cut=self._cut)
+        ids = [self.tokenizer.cls_token_id]
+        type_ids = [0]
+        first: list[int] = []
+        last: list[int] = []
+        contexts: list[tuple[str, int, list[tuple[int, int]]]] = []  # (text, first token, offsets)
+        for segment in assembled.segments:
+            if segment.role == "text":
+                piece = self._ids(segment.before)
+                ids += piece
+                for word in assembled.words:
+                    first.append(len(ids))
+                    ids += self._word_ids(word)
+                    last.append(len(ids) - 1)
+                ids += self._ids(segment.after)
+                segment_type = 0
+            else:
+                encoded = self.tokenizer(segment.text, add_special_tokens=False, return_offsets_mapping=True)
+                contexts.append((segment.text, len(ids), encoded["offset_mapping"]))
+                ids += encoded["input_ids"]
+                segment_type = 1 if self.use_types else 0
+            ids.append(self.tokenizer.sep_token_id)
+            type_ids += [segment_type] * (len(ids) - len(type_ids))
+        n = len(assembled.words)
+        spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
+        wanted = self.config.context_mentions or self.config.context_comentions
+        context_index = ContextIndex(contexts if wanted else [])
+        found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans] if wanted else []
+        mentions = [first for first, _ in found] if self.config.context_mentions else []
+        sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
+        labels, pairs = self._labels(post, spans) if with_labels else ([0] * len(spans), {})
+        return EncodedPost(
+            ids, type_ids, first, last, spans, mentions, sentence_sets, context_index.sentences, labels, pairs
+        )
+
+    def _labels(self, post: Post, spans: Sequence[tuple[int, int]]) -> tuple[list[int], dict[tuple[int, int], int]]:
+        """Per span its gold type id (0: none), and the gold relation id of each pair of span indices."""
+        labels = [0] * len(spans)
+        pairs: dict[tuple[int, int], int] = {}
+        index = {span: k for k, span in enumerate(spans)}
+        for q in post.quintuples:
+            found = []
+            for entity in (q.head, q.tail):
+                k = index.get(entity.span) if entity.span is not None else None
+                if k is None:
+                    self.assembler.stats["gold entities without a learnable span"] += 1
+                else:
+                    labels[k] = 1 + ENTITY_TYPES.index(entity.type)
+                found.append(k)
+            if None not in found:
+                pairs.setdefault((found[0], found[1]), 1 + RELATIONS.index(q.relation))
+        return labels, pairs
+
+    def batch(self, examples: Sequence[EncodedPost]) -> dict[str, Any]:
+        """The padded token tensors of some examples and the inputs of all their spans, in order;
+        ``offsets[b]`` is where example ``b``'s spans begin."""
+        import torch
+
+        length = max(len(e.ids) for e in examples)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(examples), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(examples), length), dtype=torch.long)
+        types = torch.zeros((len(examples), length), dtype=torch.long)
+        batch, first, last, width, labels, offsets = [], [], [], [], [], []
+        mention_start, mention_end = [], []
+        for b, e in enumerate(examples):
+            ids[b, : len(e.ids)] = torch.tensor(e.ids)
+            mask[b, : len(e.ids)] = 1
+            types[b, : len(e.ids)] = torch.tensor(e.type_ids)
+            offsets.append(len(batch))
+            for i, j in e.spans:
+                batch.append(b)
+                first.append(e.word_first[i])
+                last.append(e.word_last[j - 1])
+                width.append(j - i)
+            mention_start += [m[0] for m in e.mentions]
+            mention_end += [m[1] for m in e.mentions]
+            labels += e.span_labels
+        return {
+            "ids": ids,
+            "mask": mask,
+            "types": types if self.use_types else None,
+            "batch": torch.tensor(batch, dtype=torch.long),
+            "first": torch.tensor(first, dtype=torch.long),
+            "last": torch.tensor(last, dtype=torch.long),
+            "width": torch.tensor(width, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "mention_start": torch.tensor(mention_start, dtype=torch.long),
+            "mention_end": torch.tensor(mention_end, dtype=torch.long),
+            "offsets": offsets,
+        }
+
+    def pairs(
+        self, examples: Sequence[EncodedPost], rows: Sequence[tuple[int, int, int]], offsets: Sequence[int]
+    ) -> dict[str, Any]:
+        """The network's inputs of the pairs ``rows`` (``(example, head span, tail span)``) of a batch."""
+        import torch
+
+        p = {
+            "heads": [offsets[b] + h for b, h, _ in rows],
+            "tails": [offsets[b] + tl for b, _, tl in rows],
+            "batch": [b for b, _, _ in rows],
+            "distance": [distance(examples[b].spans[h], examples[b].spans[tl]) for b, h, tl in rows],
+        }
+        if self.config.context_comentions:
+            shared = [shared_sentence(examples[b], h, tl) for b, h, tl in rows]
+            p["sentence_start"] = [r[0] for r in shared]
+            p["sentence_end"] = [r[1] for r in shared]
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in p.items()}
+
+
+def pair_rows(
+    examples: Sequence[EncodedPost], candidates_per_post: Sequence[Sequence[int]]
+) -> list[tuple[int, int, int]]:
+    """Every ordered pair of non-overlapping candidate spans, as ``(example, head, tail)`` rows."""
+    return [
+        (b, h, tl)
+        for b, (e, candidates) in enumerate(zip(examples, candidates_per_post, strict=True))
+        for h in candidates
+        for tl in candidates
+        if h != tl and not overlap(e.spans[h], e.spans[tl])
+    ]
+
+
+def overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def distance(head: tuple[int, int], tail: tuple[int, int]) -> int:
+    """A bucket of the gap between two spans, offset by the bucket count when the tail comes first."""
+    gap = tail[0] - head[1] if tail[0] >= head[1] else head[0] - tail[1]
+    bucket = next(i for i, bound in enumerate(DISTANCE_BUCKETS) if gap < bound)
+    return bucket + (len(DISTANCE_BUCKETS) if tail[0] < head[0] else 0)
+
+
+class ContextIndex:
+    """A post's context segments split into sentences, to find where a span's words are mentioned."""
+
+    def __init__(self, contexts: Sequence[tuple[str, int, Sequence[tuple[int, int]]]]) -> None:
+        self.contexts = [(_fold(text), first_token, offsets) for text, first_token, offsets in contexts]
+        self.sentences: list[tuple[int, int]] = []  # token ranges in the whole input
+        self._bounds: list[list[tuple[int, int]]] = []  # per context: (char end, sentence id), in order
+        for text, first_token, offsets in self.contexts:
+            bounds = []
+            for match in _SENTENCE.finditer(text):
+                tokens = [k for k, (a, b) in enumerate(offsets) if a < match.end() and b > match.start()]
+                if tokens:
+                    bounds.append((match.end(), len(self.sentences)))
+                    self.sentences.append((first_token + tokens[0], first_token + tokens[-1] + 1))
+            self._bounds.append(bounds)
+
+    def mentions(self, surface: str) -> tuple[tuple[int, int], int]:
+        """The token range of the first whole-word, case-blind mention of ``surface`` (``(0, 0)``: none;
+        a span without a letter or digit is never mentioned) and a bit per sentence that mentions it."""
+        needle = _fold(surface)
+        first, bits = (0, 0), 0
+        if not any(c.isalnum() for c in needle):
+            return first, bits
+        for (haystack, first_token, offsets), bounds in zip(self.contexts, self._bounds, strict=True):
+            at = haystack.find(needle)
+            while at != -1:
+                end = at + len(needle)
+                if (at == 0 or not haystack[at - 1].isalnum()) and (
+                    end == len(haystack) or not haystack[end].isalnum()
+                ):
+                    if first == (0, 0):  # later mentions only add their sentence
+                        tokens = [k for k, (a, b) in enumerate(offsets) if a < end and b > at]
+                        if tokens:
+                            first = (first_token + tokens[0], first_token + tokens[-1] + 1)
+                    sentence = next((i for bound, i in bounds if at < bound), None)
+                    if sentence is not None:
+                        bits |= 1 << sentence
+                at = haystack.find(needle, at + 1)
+        return first, bits
+
+
+_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s)|$)", re.DOTALL)
+
+
+def shared_sentence(e: EncodedPost, head: int, tail: int) -> tuple[int, int]:
+    """The token range of the first context sentence that mentions both spans; ``(0, 0)`` if none."""
+    both = e.sentence_sets[head] & e.sentence_sets[tail]
+    return e.sentences[(both & -both).bit_length() - 1] if both else (0, 0)
+
+
+def _fold(text: str) -> str:
+    """Lower case, unless that changes the length (then the tokenizer's offsets would no longer fit)."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else text

@@ -1,0 +1,91 @@
+"""The span-pair network: a pretrained encoder with a span classifier and a pair classifier on top.
+
+It imports torch at its top, so kecpm imports it only where a network is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...labels import ENTITY_TYPES, RELATIONS
+from .config import SpanPairConfig
+from .encoding import DISTANCE_BUCKETS
+
+__all__ = ["SpanPairNetwork"]
+
+
+class SpanPairNetwork(nn.Module):
+    """Span vectors (first and last subword, width, optionally the span's first context mention) are
+    classified into none or a type; pairs of projected span vectors (with their product, [CLS], their
+    distance, optionally the first context sentence naming both) into no relation or a relation.
+
+    The layers are created in a fixed order, so a seed gives the same initial weights, and their names
+    are the keys of the saved weights.
+    """
+
+    def __init__(self, encoder: Any, config: SpanPairConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        size = encoder.config.hidden_size
+        span_size = 2 * size + config.width_embedding
+        if config.context_mentions:
+            span_size += size + config.width_embedding
+            self.mentioned = nn.Embedding(2, config.width_embedding)
+        self.width = nn.Embedding(config.max_span_width + 1, config.width_embedding)
+        self.span_head = nn.Sequential(
+            nn.Linear(span_size, config.hidden_size),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_size, 1 + len(ENTITY_TYPES)),
+        )
+        self.pair_project = nn.Sequential(nn.Linear(span_size, config.hidden_size), nn.GELU())
+        # Where the tail stands from the head (before/after, how far): direction needs it.
+        self.distance = nn.Embedding(2 * len(DISTANCE_BUCKETS), config.width_embedding)
+        pair_size = 3 * config.hidden_size + size + config.width_embedding
+        if config.context_comentions:
+            pair_size += size + config.width_embedding
+            self.comentioned = nn.Embedding(2, config.width_embedding)
+        self.pair_head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(pair_size, config.hidden_size),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_size, 1 + len(RELATIONS)),
+        )
+
+    def encode(self, ids: Any, mask: Any, type_ids: Any) -> Any:
+        """The encoder's last hidden states of a padded batch."""
+        kwargs = {"input_ids": ids, "attention_mask": mask}
+        if type_ids is not None:
+            kwargs["token_type_ids"] = type_ids
+        return self.encoder(**kwargs).last_hidden_state
+
+    def spans(self, hidden: Any, t: dict[str, Any]) -> Any:
+        """The vector of every span of the batch (``t``: the span inputs of :meth:`InputEncoder.batch`)."""
+        batch = t["batch"]
+        parts = [hidden[batch, t["first"]], hidden[batch, t["last"]], self.width(t["width"])]
+        if self.config.context_mentions:
+            start, end = t["mention_start"], t["mention_end"]
+            parts += [range_mean(hidden, batch, start, end), self.mentioned((end > start).long())]
+        return torch.cat(parts, dim=-1)
+
+    def pairs(self, span_vectors: Any, hidden: Any, p: dict[str, Any]) -> Any:
+        """The relation logits of the pairs ``p`` (rows of head and tail span indices in the batch)."""
+        projected = self.pair_project(span_vectors)
+        h, t = projected[p["heads"]], projected[p["tails"]]
+        parts = [h, t, h * t, hidden[p["batch"], 0], self.distance(p["distance"])]
+        if self.config.context_comentions:
+            start, end = p["sentence_start"], p["sentence_end"]
+            parts += [range_mean(hidden, p["batch"], start, end), self.comentioned((end > start).long())]
+        return self.pair_head(torch.cat(parts, dim=-1))
+
+
+def range_mean(hidden: Any, batch: Any, start: Any, end: Any) -> Any:
+    """Per row, the mean hidden vector over tokens ``start:end`` of post ``batch`` (zero when empty),
+    from prefix sums: one gather for all rows."""
+    sums = torch.nn.functional.pad(hidden.cumsum(1), (0, 0, 1, 0))
+    return (sums[batch, end] - sums[batch, start]) / (end - start).clamp(min=1).unsqueeze(-1)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from kecpm.extractor import InputAssembler, InputParts, SpanPairConfig
+from kecpm.extractor.span_pair.encoding import DISTANCE_BUCKETS, InputEncoder, distance, shared_sentence
+from kecpm.records import Post
+
+_POST = Post(
+    id="m1",
+    text="Alva Brenner met the mayor of Oakline",
+    image_descriptions=["two people on a stage"],
+    knowledge=["ALVA BRENNER is a singer.", "Oakline's mayor is elected.", "Mayoral races: often close."],
+)
+
+
+def _encoder(tokenizer, parts: InputParts | None = None, **config) -> InputEncoder:
+    assembler = InputAssembler(parts=parts or InputParts())
+    return InputEncoder(tokenizer, SpanPairConfig(**config), assembler, use_types=True)
+
+
+def test_a_span_reads_its_first_mention_in_the_context(minilm_tokenizer):
+    tokenizer = minilm_tokenizer
+    encoded = _encoder(tokenizer).encode(_POST, with_labels=False)
+    tokens = tokenizer.convert_ids_to_tokens(encoded.ids)
+    mentions = {" ".join(_POST.tokens[i:j]): m for (i, j), m in zip(encoded.spans, encoded.mentions, strict=True)}
+    knowledge_start = tokens.index("knowledge")
+
+    def words(name: str) -> str:
+        start, end = mentions[name]
+        return tokenizer.convert_tokens_to_string(tokens[start:end])
+
+    assert words("Alva Brenner") == "alva brenner"  # case-blind, in the knowledge, not in the text
+    assert mentions["Alva Brenner"][0] > knowledge_start
+    assert words("Oakline") == "oakline"  # a whole word before an apostrophe
+    assert mentions["mayor"][0] > mentions["Oakline"][0]  # "Mayoral" is not "mayor"; the first whole word is
+    assert mentions["met"] == (0, 0)  # not mentioned
+    assert mentions["Brenner met"] == (0, 0)
+    assert encoded.sentence_sets == []  # co-mentions are off by default
+    # without context nothing is mentioned, and an encoder without the features finds no mentions
+    bare = _POST.model_copy(update={"image_descriptions": [], "knowledge": []})
+    assert set(_encoder(tokenizer).encode(bare, with_labels=False).mentions) == {(0, 0)}
+    plain = _encoder(tokenizer, context_mentions=False, context_comentions=False).encode(_POST, with_labels=False)
+    assert plain.mentions == [] and plain.sentence_sets == []
+
+
+def test_a_pair_reads_the_first_context_sentence_that_names_both(minilm_tokenizer):
+    encoded = _encoder(minilm_tokenizer, context_comentions=True).encode(_POST, with_labels=False)
+    tokens = minilm_tokenizer.convert_ids_to_tokens(encoded.ids)
+    sentences = [minilm_tokenizer.convert_tokens_to_string(tokens[a:b]) for a, b in encoded.sentences]
+    assert sentences == ["image : two people on a stage", "knowledge : alva brenner is a singer.",
+                         "oakline ' s mayor is elected.", "mayoral races : often close."]  # fmt: skip
+    span = {" ".join(_POST.tokens[i:j]): k for k, (i, j) in enumerate(encoded.spans)}
+    assert shared_sentence(encoded, span["mayor"], span["Oakline"]) == encoded.sentences[2]
+    assert shared_sentence(encoded, span["Oakline"], span["mayor"]) == encoded.sentences[2]
+    assert shared_sentence(encoded, span["Alva Brenner"], span["Oakline"]) == (0, 0)
+
+
+@pytest.mark.parametrize("preset", ["imagecap_know", "imagecap", "know", "only_text"])
+@pytest.mark.parametrize("descriptions", [[], [""], ["  ", "\t"]])
+def test_a_post_without_an_image_description_is_read_without_the_image_segment(minilm_tokenizer, preset, descriptions):
+    post = _POST.model_copy(update={"image_descriptions": descriptions})
+    encoded = _encoder(minilm_tokenizer, InputParts.preset(preset)).encode(post, with_labels=False)
+    tokens = minilm_tokenizer.convert_ids_to_tokens(encoded.ids)
+    assert "image" not in tokens
+    with_knowledge = InputParts.preset(preset).knowledge
+    assert tokens.count("[SEP]") == (2 if with_knowledge else 1)  # the text, then the knowledge if read
+    assert ("knowledge" in tokens) is with_knowledge
+
+
+def test_labels_mark_the_gold_spans_and_pairs(minilm_tokenizer, synthetic_split):
+    post = synthetic_split[0][0]
+    encoded = _encoder(minilm_tokenizer).encode(post, with_labels=True)
+    labelled = {encoded.spans[k] for k, label in enumerate(encoded.span_labels) if label}
+    gold = {e.span for q in post.quintuples for e in (q.head, q.tail)}
+    assert labelled == gold
+    assert len(encoded.pairs) == len({(q.head.span, q.tail.span) for q in post.quintuples})
+    assert _encoder(minilm_tokenizer).encode(post, with_labels=False).pairs == {}
+
+
+def test_distance_buckets_say_how_far_and_which_side():
+    assert distance((0, 1), (1, 2)) == 0  # adjacent, tail after head
+    assert distance((0, 1), (5, 6)) == DISTANCE_BUCKETS.index(6)  # a gap of 4 words
+    assert distance((5, 6), (0, 1)) == len(DISTANCE_BUCKETS) + DISTANCE_BUCKETS.index(6)  # tail first
+    assert distance((0, 1), (100, 101)) == len(DISTANCE_BUCKETS) - 1

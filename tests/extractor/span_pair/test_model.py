@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kecpm.extractor import InputTooLong, SpanPairConfig, SpanPairExtractor, TrainConfig, load_extractor
+from kecpm.predictions import read_predictions, write_predictions
+from kecpm.records import Post
+
+
+def test_predictions_are_well_formed(trained_tiny, synthetic_split):
+    model, _ = trained_tiny
+    _, val = synthetic_split
+    predictions = model.predict(val, batch_size=4)
+    assert len(predictions) == len(val)
+    for post, quintuples in zip(val, predictions, strict=True):
+        assert quintuples, "every post gets at least its best pair"
+        for q in quintuples:
+            assert q.head.span != q.tail.span
+            assert " ".join(post.tokens[q.head.span[0] : q.head.span[1]]) == q.head.name
+            # the types are one of the type pairs the relation had in training
+            assert [q.head.type.value, q.tail.type.value] in [list(p) for p in model.schema[q.relation.value]]
+    assert model.predict(val, batch_size=64) == predictions  # batching does not change the result
+
+
+def test_load_in_another_process_gives_identical_predictions(trained_tiny, synthetic_split, tmp_path):
+    model, directory = trained_tiny
+    _, val = synthetic_split
+    data = tmp_path / "posts_knowledge.json"  # JSON Lines with captions and knowledge
+    from kecpm.post_files import write_kecpm
+
+    write_kecpm(val, data)
+    here = tmp_path / "here.jsonl"
+    write_predictions(here, model.predict(val), img_ids=[p.img_id for p in val])
+    there = tmp_path / "there.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "kecpm", "predict", "--model", str(directory), "--data", str(data), "--out", str(there)],
+        check=True,
+        capture_output=True,
+    )
+    assert here.read_text() == there.read_text()
+    assert len(read_predictions(there)) == len(val)
+
+
+def test_a_post_over_the_limit_is_a_clear_error(trained_tiny):
+    model, _ = trained_tiny
+    long_post = Post(id="long-one", text=" ".join(["word"] * 200))
+    with pytest.raises(InputTooLong, match="record 'long-one'"):
+        model.predict([long_post])
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(RuntimeError, match="not trained"):
+        SpanPairExtractor().predict([Post(id="x", text="a b")])
+
+
+async def test_apredict_matches_predict(trained_tiny, synthetic_split):
+    model, _ = trained_tiny
+    _, val = synthetic_split
+    assert await model.apredict(val[:5]) == model.predict(val[:5])
+
+
+def test_models_saved_before_context_mentions_load_without_them(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(
+        encoder=str(tiny_encoder), hidden_size=32, max_length=96, context_mentions=False, context_comentions=False
+    )
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    directory = model.save(tmp_path / "old")
+    card = json.loads((directory / "extractor.json").read_text())
+    del card["config"]["context_mentions"], card["config"]["context_comentions"]  # as an older kecpm wrote it
+    (directory / "extractor.json").write_text(json.dumps(card))
+    loaded = load_extractor(directory)
+    assert loaded.config.context_mentions is loaded.config.context_comentions is False
+    assert loaded.predict(val) == model.predict(val)
+
+
+def test_int8_copy_predicts_and_refuses_training_and_saving(trained_tiny, synthetic_split, scorer, tmp_path):
+    model, _ = trained_tiny
+    train, val = synthetic_split
+    fast = model.quantized()
+
+    def int8_layers(extractor: SpanPairExtractor) -> int:
+        return sum("quantized.dynamic" in type(m).__module__ for m in extractor.network.encoder.modules())
+
+    assert int8_layers(fast) == 2 * 6 + 1  # 6 linear layers per block and the pooler's
+    assert int8_layers(model) == 0  # the original stays in float
+    predictions = fast.predict(val)
+    assert len(predictions) == len(val) and all(predictions)
+    assert fast.inputs is not model.inputs and fast.tokenizer is model.tokenizer
+    with pytest.raises(RuntimeError, match="inference-only copy"):
+        fast.save(tmp_path / "int8")
+    with pytest.raises(RuntimeError, match="inference-only copy"):
+        fast.fit(train, val, scorer=scorer)
+    assert not (tmp_path / "int8").exists()
+
+
+def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, context_comentions=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    assert "comentioned.weight" in model.network.state_dict()
+    assert any(e.sentence_sets and any(e.sentence_sets) for e in model._examples(val[:4]))
+    loaded = load_extractor(model.save(tmp_path / "comentions"))
+    assert loaded.config.context_comentions is True
+    assert loaded.predict(val) == model.predict(val)
