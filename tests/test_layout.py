@@ -35,6 +35,17 @@ def test_every_root_module_is_under_the_root_contract() -> None:
     assert set(_contracts()["root"]["source_modules"]) == root_modules
 
 
+def test_the_wheel_lists_every_subpackage() -> None:
+    # setuptools installs only the packages pyproject names: a new folder left out is missing from the wheel.
+    config = tomllib.loads((PACKAGE / "pyproject.toml").read_text(encoding="utf-8"))
+    folders = {
+        "kecpm." + ".".join(init.parent.relative_to(PACKAGE).parts)
+        for init in PACKAGE.rglob("__init__.py")
+        if init.parent != PACKAGE and not NOT_PACKAGE & set(init.relative_to(PACKAGE).parts)
+    }
+    assert set(config["tool"]["setuptools"]["packages"]) == folders | {"kecpm"}
+
+
 def test_no_folder_holds_more_than_a_quarter_of_the_package_lines() -> None:
     lines: dict[str, int] = {}
     for path in _package_files():
