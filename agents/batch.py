@@ -100,10 +100,10 @@ class KnowledgeBuilder:
         await self.aclose()
 
     async def open(self) -> None:
-        if isinstance(self._cache_arg, KnowledgeCache):
-            self.cache = self._cache_arg
-        elif self._cache_arg is not None:
+        if isinstance(self._cache_arg, str | Path):
             self.cache = KnowledgeCache(self._cache_arg)
+        else:  # an open cache: a KnowledgeCache, or one with its methods (the Ray cluster's shared cache)
+            self.cache = self._cache_arg
         model = self._model
         options = dict(self._chain_options)
         if model is None:
@@ -133,7 +133,7 @@ class KnowledgeBuilder:
         if self._server is not None:
             await self._server.__aexit__()
             self._server = None
-        if self.cache is not None and not isinstance(self._cache_arg, KnowledgeCache):
+        if self.cache is not None and isinstance(self._cache_arg, str | Path):
             self.cache.close()
         self.cache = None
 

@@ -47,6 +47,12 @@ def experiment(
         list[str] | None, typer.Option("--cell", help="Only this cell (name or folder); repeatable.")
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Only this seed; repeatable.")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Run the cells x seeds as tasks on a Ray cluster: auto, local or HOST:PORT (kecpm[ray])."
+        ),
+    ] = None,
 ) -> None:
     """Run a grid (--grid) or replay one (--replay); `kecpm experiment diff` compares two cells."""
     if ctx.invoked_subcommand is not None:
@@ -62,7 +68,7 @@ def experiment(
         if grid is not None:
             settings = Grid.from_file(grid)
             target = out or Path("runs/experiments") / settings.name
-            result = run_experiment(settings, target, cells=cell, seeds=seed, on_event=_progress)
+            result = run_experiment(settings, target, cells=cell, seeds=seed, on_event=_progress, ray=ray)
         else:
             assert replay is not None
             replayed = replay_experiment(replay, out=out, cells=cell, seeds=seed, on_event=_progress)

@@ -93,6 +93,12 @@ def build(
     ] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help=f"The cache (default: OUT/{CACHE_NAME}).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Build on a Ray cluster: auto, local or HOST:PORT (needs kecpm[ray] and an --llm URL)."
+        ),
+    ] = None,
 ) -> None:
     """Build knowledge for every post of --data; resumable (finished calls are cached), failures listed."""
     from ..errors import DataError, KecpmError
@@ -146,6 +152,7 @@ def build(
         templates=templates,
         template_dirs=templates_dir or [],
         knowledge_cache=cache or out / CACHE_NAME,
+        ray=ray,
     )
     out.mkdir(parents=True, exist_ok=True)
     retrieve = RetrieveDemonstrations(pipeline)
@@ -173,7 +180,13 @@ def build(
             builder.cache.drop_failures(builder.run_key, [i for i in stale if i not in now])
             for failure in unreadable:
                 builder.cache.put_failure(builder.run_key, failure)
-            report = await builder.abuild(todo, retrieve, keep_results=False)
+            if ray is not None:  # the cluster's tasks share this cache file through its actor
+                from ..pipeline import build_knowledge_on_cluster
+
+                report = await asyncio.to_thread(build_knowledge_on_cluster, pipeline, todo, progress=progress)
+                retrieve.text_only = report.text_only_posts
+            else:
+                report = await builder.abuild(todo, retrieve, keep_results=False)
             report.total += len(unreadable)
             report.failures[:0] = unreadable
             path, missing = builder.cache.export_kecpm(posts, out / f"{split}_ofa_knowledge.json", run=builder.run_key)

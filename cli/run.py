@@ -27,6 +27,13 @@ ConfigOption = Annotated[
 ]
 
 
+RayOption = typer.Option(
+    "--ray",
+    help="Build knowledge and predict on a Ray cluster: auto, local or HOST:PORT (needs kecpm[ray]; "
+    "overrides the config's ray).",
+)
+
+
 def _pipeline_config(path: Path | None, **overrides: object) -> PipelineConfig:
     from ..errors import KecpmError
     from ..pipeline import PipelineConfig
@@ -86,6 +93,7 @@ def run(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     seed: Annotated[int, typer.Option("--seed")] = 17,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
+    ray: Annotated[str | None, RayOption] = None,
 ) -> None:
     """index -> knowledge -> train -> predict -> eval; each stage cached, a rerun redoes only what changed."""
     from ..pipeline import RunConfig
@@ -94,7 +102,7 @@ def run(
         settings = RunConfig(
             out=out,
             data=data,
-            pipeline=_pipeline_config(config),
+            pipeline=_pipeline_config(config, ray=ray),
             knowledge=knowledge,
             pool=pool,
             eval_split=split,

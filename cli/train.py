@@ -143,21 +143,40 @@ def predict(
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     int8: Annotated[bool, typer.Option(help="int8 encoder (span-pair model): faster, ~2 F1 lower")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Predict on a Ray cluster: auto, local or HOST:PORT (needs kecpm[ray])."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="With --ray: extractor replicas (default: one per CPU).")
+    ] = None,
 ) -> None:
-    """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads."""
+    """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads (the same bytes
+    on a Ray cluster as here)."""
+    from kecpm.errors import KecpmError
     from kecpm.extractor import load_extractor
     from kecpm.predictions import write_predictions
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     posts = _load_posts(data, knowledge)
-    model = load_extractor(model_dir)
-    if int8:
-        if not hasattr(model, "quantized"):
-            raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
-        model = model.quantized()
-    predictions = model.predict(posts, batch_size=batch_size, progress=True)
+    if ray is not None:
+        from kecpm.pipeline import ClusterSettings, predict_on_cluster
+
+        settings = ClusterSettings(workers=workers, batch_size=batch_size, cpus_per_worker=threads or 1)
+        try:
+            predictions = predict_on_cluster(model_dir, posts, address=ray, settings=settings, int8=int8)
+        except KecpmError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    else:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        model = load_extractor(model_dir)
+        if int8:
+            if not hasattr(model, "quantized"):
+                raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
+            model = model.quantized()
+        predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

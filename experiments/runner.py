@@ -10,6 +10,7 @@ and cells whose knowledge came out identical train once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,12 +40,19 @@ def run_experiment(
     on_event: Event | None = None,
     leaderboard: bool = True,
     shared: str | Path | None = None,
+    ray: str | None = None,
 ) -> ExperimentResult:
     """Run every cell (or those named in ``cells``) on every seed; write the leaderboard and manifest.
 
     Work is shared through ``shared`` (default ``OUT/shared``; give another experiment's to build on its
     work): one store per seed, one LLM call cache, one folder of trained extractors. A rerun into the
     same ``out`` skips every finished stage.
+
+    With ``ray`` (auto, local or HOST:PORT) every cell x seed is a Ray task, all at once: they share the
+    store and extractor folders (locked, so each is built once) and one call cache through the cluster's
+    cache actor (so a call is paid once; ``pipeline.concurrency`` and ``cluster.requests_per_second``
+    hold for all tasks together); a task lost with its node is run again and resumes from those caches.
+    ``on_event`` then hears of each run when it finishes (stage ``run``).
     """
     out = Path(out)
     shared = Path(shared) if shared is not None else out / "shared"
@@ -55,20 +63,20 @@ def run_experiment(
         if not chosen:
             raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
     started = time.perf_counter()
+    jobs = {
+        (cell.name, seed): grid.run_config(cell, seed, out=out / "cells" / cell.slug / f"seed_{seed}", shared=shared)
+        for cell in chosen
+        for seed in seeds or grid.seeds
+    }
+    if ray is None:
+        runs = {(name, seed): _run_one(config, out, name, seed, on_event) for (name, seed), config in jobs.items()}
+    else:
+        runs = _run_on_cluster(ray, jobs, out, on_event)
     summaries = []
     for cell in chosen:
-        runs = []
-        config = None
-        for seed in seeds or grid.seeds:
-            config = grid.run_config(
-                cell,
-                seed,
-                out=out / "cells" / cell.slug / f"seed_{seed}",
-                shared=shared,
-            )
-            runs.append(_run_one(config, out, cell.name, seed, on_event))
-        assert config is not None
-        summaries.append(summarize(cell, config, runs))
+        cell_runs = [runs[key] for key in jobs if key[0] == cell.name]
+        last = [config for key, config in jobs.items() if key[0] == cell.name][-1]
+        summaries.append(summarize(cell, last, cell_runs))
     result = ExperimentResult(out=out, shared=shared, grid=grid, cells=summaries, seconds=time.perf_counter() - started)
     result.totals = {
         name: sum(getattr(r, name) for c in summaries for r in c.runs)
@@ -82,7 +90,50 @@ def run_experiment(
     return result
 
 
-def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None) -> SeedRun:
+def _run_on_cluster(
+    address: str, jobs: dict[tuple[str, int], RunConfig], root: Path, on_event: Event | None
+) -> dict[tuple[str, int], SeedRun]:
+    from ..pipeline.cluster import ray_session
+    from ..pipeline.cluster_cache import SharedCache, start_cache_actor
+
+    first = next(iter(jobs.values()))
+    pipeline = first.pipeline
+    runs: dict[tuple[str, int], SeedRun] = {}
+    with ray_session(address) as ray:
+        actor = start_cache_actor(
+            first.knowledge_cache or first.out / "knowledge.sqlite",
+            lease_s=pipeline.cluster.lease_s,
+            concurrency=pipeline.concurrency,
+            requests_per_second=pipeline.cluster.requests_per_second,
+        )
+        try:
+            cache = SharedCache(actor)
+            task = ray.remote(_run_task).options(num_cpus=pipeline.cluster.cpus_per_worker, max_retries=-1)
+            # Settings travel as JSON: an API key (never dumped) stays out of the cluster's object store.
+            pending = {
+                task.remote(config.model_dump(mode="json"), str(root), name, seed, cache): (name, seed)
+                for (name, seed), config in jobs.items()
+            }
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                name, seed = pending.pop(done)
+                runs[name, seed] = SeedRun.model_validate(ray.get(done))
+                if on_event is not None:
+                    on_event(name, seed, "run", "done", runs[name, seed].seconds)
+        finally:
+            ray.get(actor.close.remote())
+            ray.kill(actor, no_restart=True)
+    return runs
+
+
+def _run_task(config: dict, root: str, cell: str, seed: int, cache: object) -> dict:
+    """One cell x seed as a Ray task (through the cluster's shared call cache)."""
+    return _run_one(RunConfig.model_validate(config), Path(root), cell, seed, None, cache=cache).model_dump(mode="json")
+
+
+def _run_one(
+    config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None, *, cache: object = None
+) -> SeedRun:
     statuses: dict[str, str] = {}
 
     def on_stage(stage: str, status: str, seconds: float) -> None:
@@ -92,7 +143,7 @@ def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Even
             on_event(cell, seed, stage, status, seconds)
 
     started = time.perf_counter()
-    result = run_method(config, on_stage=on_stage)
+    result = run_method(config, on_stage=on_stage, cache=cache)
     # As recorded when the stage ran (a rerun that skips it keeps the figures of the run that paid).
     knowledge = result.stages.get("knowledge", {})
     run = SeedRun(
@@ -119,11 +170,14 @@ def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Even
         posts = [*load_split(folder, "train", knowledge=False), *load_split(folder, config.eval_split, knowledge=False)]
         run.quality = knowledge_quality(results, posts)
         llm = config.pipeline.llm
-        with KnowledgeCache(config.knowledge_cache or config.out / "knowledge.sqlite") as cache:
+        with contextlib.ExitStack() as stack:
+            calls = cache or stack.enter_context(
+                KnowledgeCache(config.knowledge_cache or config.out / "knowledge.sqlite")
+            )
             for item in results:
                 for step in item.steps:
                     run.calls_needed += 1
-                    if (call := cache.get_call(step.key)) is not None:
+                    if (call := calls.get_call(step.key)) is not None:  # type: ignore[attr-defined]
                         run.input_tokens += call.input_tokens
                         run.output_tokens += call.output_tokens
         run.cost = llm.cost(run.input_tokens, run.output_tokens)

@@ -5,6 +5,8 @@
 - :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
 - :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
   with a provenance :class:`Manifest`.
+- On a Ray cluster (``ray`` in the config, :class:`ClusterSettings`): :func:`predict_on_cluster` (Ray
+  Data), :func:`build_knowledge_on_cluster` (tasks sharing one call cache actor).
 
 The one layer that may import every stage, eval included.
 
@@ -14,7 +16,8 @@ The one layer that may import every stage, eval included.
 """
 
 from ..lazy import lazy_attributes
-from .config import PipelineConfig
+from .cluster import RayUnavailable
+from .config import ClusterSettings, PipelineConfig
 from .manifest import Manifest, git_revision, is_secret_name, redact
 from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
@@ -24,6 +27,8 @@ _LAZY = {
     "KECPMPipeline": ".runnable",
     "PipelineResult": ".runnable",
     "RunConfig": ".run",
+    "build_knowledge_on_cluster": ".cluster_knowledge",
+    "predict_on_cluster": ".cluster_extract",
     "RunResult": ".run",
     "run_method": ".run",
 }
@@ -32,18 +37,22 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
+    "ClusterSettings",
     "ExtractQuintuples",
     "ImageDescriptionRequired",
     "KECPMPipeline",
     "Manifest",
     "PipelineConfig",
     "PipelineResult",
+    "RayUnavailable",
     "RetrieveDemonstrations",
     "RunConfig",
     "RunResult",
+    "build_knowledge_on_cluster",
     "git_revision",
     "is_secret_name",
     "knowledge_builder",
+    "predict_on_cluster",
     "redact",
     "run_method",
 ]

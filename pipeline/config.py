@@ -13,6 +13,9 @@ A file holds the fields below at its top level (or under a ``[pipeline]`` table)
     base_url = "https://api.openai.com/v1"
     model = "gpt-4o-mini"
     api_key_env = "OPENAI_API_KEY"   # the key itself never goes into a file
+    ray = "auto"                     # batch work on a Ray cluster: auto, local or HOST:PORT (omit: this process)
+    [cluster]                        # how batch work spreads over it (kecpm.pipeline.ClusterSettings)
+    workers = 4
 
 Environment variables fill what the file or the code leave unset; explicit values win. The LLM's
 settings are ``KECPM_LLM_<FIELD>`` (``KECPM_LLM_BASE_URL``, ``KECPM_LLM_MODEL``, ...; the one
@@ -26,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -34,7 +37,26 @@ from ..llm import LLMConfig
 from ..retrieval.config import SelectionConfig
 from ..settings_file import read_settings_file, resolve_path
 
-__all__ = ["PipelineConfig"]
+__all__ = ["ClusterSettings", "PipelineConfig"]
+
+
+class ClusterSettings(BaseModel):
+    """How batch work spreads over a Ray cluster (used when the pipeline names one with ``ray``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int | None = Field(
+        default=None, ge=1, description="extractor replicas / knowledge tasks at a time (default: the cluster's CPUs)"
+    )
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each worker reserves (and torch threads)")
+    batch_size: int = Field(default=64, ge=1, description="posts per extractor batch")
+    chunk_size: int = Field(default=32, ge=1, description="posts per knowledge task (the unit Ray retries)")
+    lease_s: float = Field(
+        default=60.0, gt=0, description="seconds a call's lease outlives its holder: a lost node's calls wait this long"
+    )
+    requests_per_second: float | None = Field(
+        default=None, gt=0, description="LLM calls started per second, for the whole cluster (none: no limit)"
+    )
 
 
 class PipelineConfig(BaseSettings):
@@ -58,6 +80,10 @@ class PipelineConfig(BaseSettings):
     describe_template: str = Field(default="describe_image", description="template that asks for an image caption")
     knowledge_cache: Path | None = Field(default=None, description="SQLite cache of LLM calls (none: no cache)")
     extractor: Path | None = Field(default=None, description="a trained extractor's folder")
+    ray: str | None = Field(
+        default=None, description="a Ray cluster for batch work: auto, local or HOST:PORT (none: this process)"
+    )
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @field_validator("llm", mode="before")
     @classmethod

@@ -14,11 +14,12 @@ indexed, retrieved and extracted by its text alone, and counted in ``stages.json
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,9 +90,13 @@ class RunResult(BaseModel):
 StageCallback = Callable[[str, str, float], None]
 
 
-def run_method(config: RunConfig, *, on_stage: StageCallback | None = None) -> RunResult:
-    """Run every stage (skipping those already done with the same inputs); see the module docs."""
-    return _Run(config, on_stage or (lambda stage, status, seconds: None)).run()
+def run_method(config: RunConfig, *, on_stage: StageCallback | None = None, cache: Any = None) -> RunResult:
+    """Run every stage (skipping those already done with the same inputs); see the module docs.
+
+    With ``pipeline.ray`` set, knowledge and prediction run on that Ray cluster. ``cache`` is an open
+    call cache used instead of the configured file (a cluster's shared cache, for experiments' tasks).
+    """
+    return _Run(config, on_stage or (lambda stage, status, seconds: None), cache=cache).run()
 
 
 def _stage_key(stage: str, *parts: Any) -> str:
@@ -100,8 +105,9 @@ def _stage_key(stage: str, *parts: Any) -> str:
 
 
 class _Run:
-    def __init__(self, config: RunConfig, on_stage: StageCallback) -> None:
+    def __init__(self, config: RunConfig, on_stage: StageCallback, *, cache: Any = None) -> None:
         self.config = config
+        self.cache = cache
         self.out = config.out
         self.on_stage = on_stage
         self.stages_path = self.out / "stages.json"
@@ -213,6 +219,13 @@ class _Run:
             return
 
         def build() -> dict[str, Any]:
+            with _locked(store_dir.with_name(store_dir.name + ".lock")):
+                # Another run sharing the store (an experiment's task) may have built it while this one waited.
+                if marker.exists() and (done := json.loads(marker.read_text(encoding="utf-8"))).get("key") == key:
+                    return {k: v for k, v in done.items() if k != "key"}
+                return index()
+
+        def index() -> dict[str, Any]:
             if config.pool == "human":
                 demonstrations = load_pool("human", data_dir=_data_root(self.data_dir))
             else:
@@ -263,9 +276,16 @@ class _Run:
     async def _build_knowledge(self, train: list[Post], val: list[Post], paths: dict[str, Path]) -> dict[str, Any]:
         pipeline = self.pipeline
         retrieve = RetrieveDemonstrations(pipeline)
-        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log")
-        async with builder:
-            report = await builder.abuild([*train, *val], retrieve, keep_results=False)
+        report = None
+        if pipeline.ray is not None and self.cache is None:
+            from .cluster_knowledge import build_knowledge_on_cluster
+
+            report = await asyncio.to_thread(build_knowledge_on_cluster, pipeline, [*train, *val], progress=True)
+            retrieve.text_only = report.text_only_posts
+        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log", cache=self.cache)
+        async with builder:  # on a cluster: only for the run key and the export from the shared cache
+            if report is None:
+                report = await builder.abuild([*train, *val], retrieve, keep_results=False)
             assert builder.cache is not None and builder.chain is not None
             missing: list[str] = []
             for posts, path in ((train, paths["train"]), (val, paths["eval"])):
@@ -332,11 +352,14 @@ class _Run:
                 return fit_into(model_dir)
             shared = config.model_cache / key
             record = shared / "kecpm-fit.json"  # written last: its presence means the model is complete
-            reused = record.exists()
-            if not reused:
-                record.parent.mkdir(parents=True, exist_ok=True)
-                details = fit_into(shared)
-                record.write_text(json.dumps(details) + "\n", encoding="utf-8")
+            config.model_cache.mkdir(parents=True, exist_ok=True)
+            # Runs training the same inputs at once (an experiment's tasks) train it once: the others wait.
+            with _locked(config.model_cache / f"{key}.lock"):
+                reused = record.exists()
+                if not reused:
+                    record.parent.mkdir(parents=True, exist_ok=True)
+                    details = fit_into(shared)
+                    record.write_text(json.dumps(details) + "\n", encoding="utf-8")
             _remove(model_dir)
             # A relative link, so a moved or copied run folder still finds its model.
             model_dir.symlink_to(
@@ -353,7 +376,14 @@ class _Run:
         path = self.out / "predictions.jsonl"
 
         def predict() -> dict[str, Any]:
-            predictions = ExtractQuintuples(self.pipeline).predict(val)
+            if self.pipeline.ray is not None:
+                from .cluster_extract import predict_on_cluster
+
+                predictions = predict_on_cluster(
+                    self.out / "model", val, address=self.pipeline.ray, settings=self.pipeline.cluster
+                )
+            else:
+                predictions = ExtractQuintuples(self.pipeline).predict(val)
             write_predictions(path, predictions, img_ids=[p.img_id for p in val])
             return {"posts": len(val), "text_only_posts": sum(not p.image_description for p in val)}
 
@@ -404,6 +434,21 @@ class _Run:
             },
             extra={"stages": self.stages, "text_only_posts": self.text_only},
         ).write(self.out / "manifest.json")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created) between processes of this host, or of hosts sharing the
+    folder on a file system with working locks."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove(path: Path) -> None:

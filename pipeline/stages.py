@@ -84,14 +84,16 @@ def knowledge_builder(
     model: BaseChatModel | None = None,
     progress: bool = False,
     server_log: str | Path | None = None,
+    cache: Any = None,
 ) -> KnowledgeBuilder:
     """Stage 2: the knowledge builder of ``config`` (its LLM, cache, rounds, retries, templates and
     posts in flight), not yet opened. ``llm`` replaces the configured LLM (an embedded server already
-    running); ``model`` is any LangChain chat model with tool calling, used instead of an LLM config."""
+    running); ``model`` is any LangChain chat model with tool calling, used instead of an LLM config;
+    ``cache`` an open cache used instead of ``config.knowledge_cache`` (a Ray cluster's shared one)."""
     return KnowledgeBuilder(
         None if model is not None else llm or config.llm,
         model=model,
-        cache=config.knowledge_cache,
+        cache=cache if cache is not None else config.knowledge_cache,
         rounds=config.rounds,
         concurrency=config.workers,
         retry=config.retries,

