@@ -19,6 +19,8 @@ key is read, at call time, from the environment of each node (it never travels w
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -105,13 +107,28 @@ def _build_chunk(data: dict[str, Any], posts_json: list[str], cache: SharedCache
     config = PipelineConfig(**{**data, "concurrency": concurrency})
     posts = [Post.model_validate_json(text) for text in posts_json]
 
+    retrieve = _retriever(config)
+    before = retrieve.text_only
+
     async def run() -> dict[str, Any]:
-        retrieve = RetrieveDemonstrations(config)
         async with knowledge_builder(config, cache=cache) as builder:
             report = await builder.abuild(posts, retrieve, keep_results=False, progress=False)
-        return {"report": report.model_dump(mode="json"), "text_only": retrieve.text_only}
+        return {"report": report.model_dump(mode="json"), "text_only": retrieve.text_only - before}
 
     return asyncio.run(run())
+
+
+@functools.cache
+def _retriever_for(store: str | None, collection: str, selection: str) -> RetrieveDemonstrations:
+    return RetrieveDemonstrations(
+        PipelineConfig(store=store, collection=collection, selection=json.loads(selection), llm={"base_url": None})
+    )
+
+
+def _retriever(config: PipelineConfig) -> RetrieveDemonstrations:
+    """The retrieval stage of this worker process: Ray reuses a worker for task after task, and the store
+    (its embedding model above all) is opened once per process, not once per chunk."""
+    return _retriever_for(config.store, config.collection, config.selection.model_dump_json())
 
 
 def _merge(into: BuildReport, part: BuildReport) -> None:
