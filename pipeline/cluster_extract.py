@@ -81,9 +81,8 @@ def iter_cluster_predictions(
             batch_format="numpy",
             concurrency=workers,
             num_cpus=settings.cpus_per_worker,
-            # A replica lost with its node is restarted and its batch run again.
-            max_restarts=-1,
-            max_task_retries=-1,
+            # A replica lost with its node is restarted and its batch run again: Ray Data's defaults for
+            # actor pools (max_restarts=-1, max_task_retries=-1), relied on and tested here.
         )
         for row in dataset.iter_rows():
             yield int(row["index"]), [Quintuple.model_validate(q) for q in json.loads(row["quintuples"])]

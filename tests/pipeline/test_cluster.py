@@ -2,8 +2,9 @@
 call cache actor) and two worker nodes of one CPU each, started once for the module
 (``ray.cluster_utils.Cluster``); the loopback LLM server; a real (briefly trained) MiniLM extractor.
 
-Killing a node is ``Cluster.remove_node`` without grace (its raylet and workers are killed); a fresh
-node joins after, as an autoscaler would replace it, so the next test has two workers again.
+Killing a node is ``Cluster.remove_node`` without grace (its raylet and workers are killed). After the
+extraction's node is lost a fresh node joins (as an autoscaler's would: the lost replica is restarted
+there); the knowledge build, the module's last test, finishes on the one node left.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def _worker_nodes(cluster) -> list:
     return [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
 
 
-def _replace_a_worker(cluster) -> None:
-    """Kill one worker node (no grace) and let a fresh one join."""
+def _kill_a_worker(cluster, *, replace: bool = False) -> None:
+    """Kill one worker node (no grace); with ``replace``, a fresh one joins (as an autoscaler's would)."""
     cluster.remove_node(_worker_nodes(cluster)[0], allow_graceful=False)
-    cluster.add_node(**NODE)
+    if replace:
+        cluster.add_node(**NODE)
 
 
 def _config(tmp_path: Path, server, **overrides) -> PipelineConfig:
@@ -153,30 +155,29 @@ def test_limits_hold_for_the_cluster_as_a_whole(cluster, server, tmp_path):
     assert seconds >= (12 - 8) / 8  # a bucket of 8, then 8 per second
 
 
-def test_a_node_lost_mid_build_costs_only_its_calls_in_flight(cluster, server, tmp_path):
-    from kecpm.pipeline.cluster_knowledge import build_knowledge_on_cluster
+def test_experiment_cells_run_as_tasks_sharing_one_call_cache(cluster, server, tmp_path):
+    from kecpm.experiments import Grid, run_experiment
 
-    server.configure(latency=0.4)
-    posts = synthetic_posts(24, seed=6, id_prefix="n")
-    config = _config(tmp_path, server, rounds=0)  # 24 calls; 2 posts in flight per task
-    outcome: dict = {}
-    builder = threading.Thread(target=lambda: outcome.update(report=build_knowledge_on_cluster(config, posts)))
-    builder.start()
-    deadline = time.monotonic() + 120
-    while server.stats()["completions"] < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _replace_a_worker(cluster)
-    builder.join(timeout=180)
-    assert not builder.is_alive(), "the build did not finish after the node was lost"
-    report = outcome["report"]
-    assert report.failed == 0 and report.succeeded == 24
+    # rounds 0 and 1 ask the same generate calls: two tasks at once, and each distinct call paid once.
+    grid = Grid.model_validate(
+        {
+            "name": "on-ray",
+            "seeds": [1],
+            "epochs": 1,
+            "synthetic_size": (8, 4),
+            "pipeline": {"llm": {"base_url": server.base_url, "model": "loopback", "max_tokens_param": "max_tokens"}},
+            "axes": {"rounds": [0, 1]},
+        }
+    )
+    events: list[tuple[str, str]] = []
+    result = run_experiment(
+        grid, tmp_path / "exp", ray="auto", on_event=lambda c, s, st, status, t: events.append((c, st))
+    )
     stats = server.stats()
-    assert stats["distinct"] == 24  # every call answered; the lost node's calls in flight (2) asked again at most
-    assert stats["repeated"] <= 2, stats
-    built = _results(tmp_path / "cluster.sqlite")
-    assert sorted(built) == sorted(p.id for p in posts) and all(r.knowledge for r in built.values())
-    with KnowledgeCache(tmp_path / "cluster.sqlite") as cache:
-        assert cache.count_calls() == 24 and cache.claims() == []
+    assert sorted(events) == [("rounds=0", "run"), ("rounds=1", "run")]
+    assert [len(c.runs) for c in result.cells] == [1, 1] and result.leaderboard["markdown"].exists()
+    assert stats["repeated"] == 0 and stats["completions"] == stats["distinct"] == 12 + 24
+    assert result.totals["calls_needed"] == 12 + 36 and result.totals["trainings"] == 2
 
 
 def test_a_node_lost_mid_extraction_still_predicts_every_post_identically(cluster, model_dir):
@@ -190,6 +191,40 @@ def test_a_node_lost_mid_extraction_still_predicts_every_post_identically(cluste
     for index, quintuples in stream:
         found[index] = quintuples
         if len(found) == 8:  # the replicas are up and predicting: lose one of them with its node
-            _replace_a_worker(cluster)
+            _kill_a_worker(cluster, replace=True)  # its replica is restarted on the new node
     assert sorted(found) == list(range(len(posts)))
     assert [found[i] for i in range(len(posts))] == expected
+
+
+def test_a_node_lost_mid_build_costs_only_its_calls_in_flight(cluster, server, tmp_path):
+    from kecpm.pipeline.cluster_knowledge import build_knowledge_on_cluster
+
+    server.configure(latency=0.4)
+    posts = synthetic_posts(24, seed=6, id_prefix="n")
+    config = _config(tmp_path, server, rounds=0)  # 24 calls; 2 posts in flight per task
+    outcome: dict = {}
+
+    def build() -> None:
+        try:
+            outcome["report"] = build_knowledge_on_cluster(config, posts)
+        except BaseException as exc:  # shown by the assertion below
+            outcome["error"] = exc
+
+    builder = threading.Thread(target=build, daemon=True)
+    builder.start()
+    deadline = time.monotonic() + 120
+    while server.stats()["completions"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill_a_worker(cluster)  # the last test: the other node finishes alone
+    builder.join(timeout=180)
+    assert not builder.is_alive(), "the build did not finish after the node was lost"
+    assert "error" not in outcome, repr(outcome.get("error"))
+    report = outcome["report"]
+    assert report.failed == 0 and report.succeeded == 24
+    stats = server.stats()
+    assert stats["distinct"] == 24  # every call answered; the lost node's calls in flight (2) asked again at most
+    assert stats["repeated"] <= 2, stats
+    built = _results(tmp_path / "cluster.sqlite")
+    assert sorted(built) == sorted(p.id for p in posts) and all(r.knowledge for r in built.values())
+    with KnowledgeCache(tmp_path / "cluster.sqlite") as cache:
+        assert cache.count_calls() == 24 and cache.claims() == []
