@@ -176,7 +176,7 @@ class KnowledgeBuilder:
         try:
             model, options = self._model_and_options(url)
             estimator = into or SpendEstimator(
-                counter=counter_for(self.llm is not None and self.llm.embedded and self._model is None),
+                counter=counter_for(self.llm if self._model is None else None),
                 prices=options.get("prices", (0.0, 0.0)),
                 max_output_tokens=self._max_output_tokens(model),
                 history=CacheHistory.from_cache(cache, options.get("model_name") or "") if cache else None,

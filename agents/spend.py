@@ -185,8 +185,10 @@ class LlamaTokenCounter:
         with self._lock:
             if self._handler is None:
                 from llama_cpp import Llama, llama_chat_format
+                from llama_cpp._utils import suppress_stdout_stderr
 
-                llama = Llama(str(self.model_path), vocab_only=True, verbose=False)
+                with suppress_stdout_stderr(disable=False):  # llama.cpp logs from C even when not verbose
+                    llama = Llama(str(self.model_path), vocab_only=True, verbose=False)
                 # How Llama.create_chat_completion picks its handler.
                 self._handler = (
                     llama.chat_handler
@@ -212,12 +214,16 @@ class LlamaTokenCounter:
         raise RuntimeError("llama-cpp-python's chat handler did not reach generation")
 
 
-def counter_for(embedded: bool, model_path: str | Path | None = None) -> TokenCounter:
-    """The exact counter for the embedded server (when llama-cpp-python is installed), else the approximation."""
+def counter_for(llm: LLMConfig | None) -> TokenCounter:
+    """The exact counter for the embedded SmolLM2 (served here, or by an :class:`~kecpm.llm.EmbeddedServer`
+    at a URL) when llama-cpp-python is installed, else the approximation."""
     import importlib.util
 
+    from ..llm import EMBEDDED_MODEL
+
+    embedded = llm is not None and (llm.embedded or llm.model == EMBEDDED_MODEL)
     if embedded and importlib.util.find_spec("llama_cpp") is not None:
-        return LlamaTokenCounter(model_path)
+        return LlamaTokenCounter()
     return ApproximateTokenCounter()
 
 
@@ -304,7 +310,7 @@ class SpendGuard:
             limit,
             prices=(llm.input_price, llm.output_price),
             max_output_tokens=llm.max_tokens,
-            counter=counter_for(llm.embedded),
+            counter=counter_for(llm),
         )
 
     def cost(self, input_tokens: float, output_tokens: float) -> float:

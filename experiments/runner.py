@@ -112,7 +112,7 @@ def estimate_experiment(
             if into is None and config.knowledge == "llm":
                 llm = config.pipeline.llm
                 into = SpendEstimator(
-                    counter=counter_for(llm.embedded),
+                    counter=counter_for(llm),
                     prices=(llm.input_price, llm.output_price),
                     max_output_tokens=llm.max_tokens,
                 )
