@@ -13,7 +13,11 @@ critique a typical answer), then counted by
   OpenAI's cookbook does (3 per message + role + content, + 3), the schema as its JSON text (OpenAI renders
   functions in a shorter form of its own, so this is an upper reference for that part).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/spend_estimate.py --posts 100 [--o200k /tmp/tok]
+With ``--embedded N`` it also builds N synthetic posts on the embedded SmolLM2 server (rounds 0, then
+rounds 1 on the same cache) and sets each dry run's input-token estimate beside the prompt tokens the
+server reported.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/spend_estimate.py --posts 100 [--o200k /tmp/tok] [--embedded 5]
 """
 
 from __future__ import annotations
@@ -93,11 +97,36 @@ def _errors(estimates: list[float], truth: list[float]) -> str:
     )
 
 
+async def _embedded(n: int) -> None:
+    from kecpm.agents import KnowledgeBuilder
+    from kecpm.llm import EmbeddedServer
+
+    posts = synthetic_posts(n, seed=23)
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder) / "k.sqlite"
+        async with EmbeddedServer() as server:
+            config = server.config(max_tokens=160, temperature=0.0)
+            for rounds in (0, 1):
+                estimate = await KnowledgeBuilder(config, cache=cache, rounds=rounds, progress=False).aestimate(posts)
+                async with KnowledgeBuilder(config, cache=cache, rounds=rounds, progress=False) as builder:
+                    report = await builder.abuild(posts)
+                for stage, usage in report.usage.items():
+                    if usage.calls:
+                        s = estimate.stages[stage]
+                        error = (s.input_tokens - usage.input_tokens) / usage.input_tokens
+                        print(
+                            f"embedded, rounds {rounds}, {stage}: estimated {s.input_tokens:.0f} input tokens in "
+                            f"{s.calls:.0f} calls ({s.exact_calls} counted exactly, at most {s.input_tokens_max}), "
+                            f"server {usage.input_tokens} in {usage.calls} calls: {error:+.1%}"
+                        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=100)
     parser.add_argument("--k", type=int, default=2, help="demonstrations per prompt")
     parser.add_argument("--o200k", type=Path, default=None, help="a folder with node_modules/gpt-tokenizer")
+    parser.add_argument("--embedded", type=int, default=0, help="also build N posts on the embedded server")
     args = parser.parse_args()
     payloads, source = _payloads(args.posts, args.k)
     approx, smol = ApproximateTokenCounter(), LlamaTokenCounter()
@@ -123,6 +152,10 @@ def main() -> None:
         print(f"o200k_base: {means}")
         print(f"  approximation of the messages against o200k_base: {_errors(a_messages, o_messages)}")
         print(f"  approximation of messages + schema against o200k_base: {_errors(a_full, o_full)}")
+    if args.embedded:
+        import asyncio
+
+        asyncio.run(_embedded(args.embedded))
 
 
 if __name__ == "__main__":
