@@ -257,9 +257,10 @@ def request_payload(model: BaseChatModel, schema: type[BaseModel], method: str) 
 
 
 class _Reservation:
-    __slots__ = ("cost", "input_tokens", "output_tokens", "tokens")
+    __slots__ = ("cost", "counted", "input_tokens", "output_tokens", "tokens")
 
-    def __init__(self, input_tokens: int, output_tokens: int, cost: float) -> None:
+    def __init__(self, input_tokens: int, output_tokens: int, cost: float, counted: int = 0) -> None:
+        self.counted = counted
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         self.tokens = input_tokens + output_tokens
@@ -301,6 +302,7 @@ class SpendGuard:
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
         self._in_flight = 0
+        self._scale = 1.0  # raised when a server reports more input tokens than were reserved
         self._waiters: list[asyncio.Future[None]] = []
 
     @classmethod
@@ -337,9 +339,10 @@ class SpendGuard:
         A request that does not fit while others are in flight waits for them to settle (they usually
         use less than they reserved); it is refused only when it does not fit with nothing in flight.
         """
-        input_tokens = math.ceil(self.counter.count(payload) * (1 + self.counter.error))
+        counted = self.counter.count(payload)
+        input_tokens = math.ceil(counted * max(1 + self.counter.error, self._scale))
         cap = _answer_cap(payload) or self.max_output_tokens
-        worst = _Reservation(input_tokens, cap, self.cost(input_tokens, cap))
+        worst = _Reservation(input_tokens, cap, self.cost(input_tokens, cap), counted)
         report = self.report
         while True:
             if report.stopped:
@@ -374,7 +377,10 @@ class SpendGuard:
                 waiter.set_result(None)
 
     def settle(self, reservation: _Reservation, input_tokens: int, output_tokens: int) -> None:
-        """Replace a reservation with what the request used (the server's usage figures)."""
+        """Replace a reservation with what the request used (the server's usage figures). A server that
+        counts more input than reserved raises every later reservation by the ratio it showed."""
+        if input_tokens > reservation.input_tokens and reservation.counted:
+            self._scale = max(self._scale, input_tokens / reservation.counted)
         self.report.calls += 1
         self.report.input_tokens += input_tokens
         self.report.output_tokens += output_tokens
