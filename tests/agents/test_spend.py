@@ -186,3 +186,12 @@ def test_later_calls_follow_the_rounds() -> None:
     assert _later_calls("critique", 1, 1, 0.5) == [("revise", 1, 0.5)]
     assert _later_calls("revise", 1, 2, 0.5) == [("critique", 2, 1.0), ("revise", 2, 0.5)]
     assert _later_calls("generate", 0, 0, None) == []
+
+
+async def test_a_server_counting_more_than_reserved_raises_later_reservations() -> None:
+    guard = SpendGuard(SpendLimit(tokens=10_000), max_output_tokens=10, counter=ApproximateTokenCounter())
+    payload = {"messages": [{"role": "user", "content": "z" * 400}], "max_tokens": 10}
+    first = await guard.reserve(payload)
+    guard.settle(first, 3 * first.counted, 10)  # the server counted three times what was counted here
+    second = await guard.reserve(payload)
+    assert second.input_tokens >= 3 * second.counted > first.input_tokens
