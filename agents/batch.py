@@ -22,7 +22,7 @@ from ..records import Demonstration, Post
 from .cache import KnowledgeCache
 from .knowledge import KnowledgeChain
 from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, SpendLimit, Usage
-from .spend import CacheHistory, SpendEstimate, SpendEstimator, SpendGuard, _PeekCache, counter_for
+from .spend import CacheHistory, DryRunCache, SpendEstimate, SpendEstimator, SpendGuard, counter_for
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -181,7 +181,7 @@ class KnowledgeBuilder:
                 max_output_tokens=self._max_output_tokens(model),
                 history=CacheHistory.from_cache(cache, options.get("model_name") or "") if cache else None,
             )
-            peek = _PeekCache(cache)
+            peek = DryRunCache(cache)
             chain = KnowledgeChain(model, cache=peek, spend=estimator, **options)  # type: ignore[arg-type]
             async for post in _aiter(posts):
                 try:

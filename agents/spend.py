@@ -507,7 +507,7 @@ class SpendEstimate(BaseModel):
         return rows
 
 
-class _PeekCache:
+class DryRunCache:
     """A read-only view of a knowledge cache for dry runs: answers are read, nothing is claimed or written,
     and the hits per stage are counted (they tell where in its rounds a post stands)."""
 
@@ -578,7 +578,7 @@ class SpendEstimator:
 
         return RunnableLambda(call, name=f"dry_run_{stage}")
 
-    async def add(self, chain: Any, peek: _PeekCache, post: Any, demonstrations: Sequence[Any]) -> None:
+    async def add(self, chain: Any, peek: DryRunCache, post: Any, demonstrations: Sequence[Any]) -> None:
         """Add one post: its cached calls, the first uncached call (counted exactly), and the rest (bounds)."""
         from .knowledge import prompt_variables
 
