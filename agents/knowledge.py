@@ -26,6 +26,7 @@ from ..records import Demonstration, Post
 from .cache import CachedCall, KnowledgeCache
 from .images import ImageError, image_part
 from .schemas import Critique, Knowledge, KnowledgeResult, Stage, Step, Usage
+from .spend import SpendHook, request_payload
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -165,7 +166,8 @@ class KnowledgeChain:
     an answer that does not fit the schema is re-asked ``reasks`` times, then the post fails.
     ``templates`` maps a stage to a template ref (``"generate@v2"``); ``template_dirs`` are searched
     before ``$KECPM_PROMPTS_DIR`` and the shipped templates. ``model_name`` and ``params`` enter the
-    cache key (pass what changes the answers; never a key).
+    cache key (pass what changes the answers; never a key). ``spend`` (a :class:`~kecpm.agents.spend.SpendGuard`)
+    is asked before every request and told its usage after.
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class KnowledgeChain:
         max_image_side: int = 1024,
         max_text_chars: int = 2000,
         prices: tuple[float, float] = (0.0, 0.0),
+        spend: SpendHook | None = None,
     ) -> None:
         if rounds < 0:
             raise ValueError("rounds must be >= 0")
@@ -205,6 +208,11 @@ class KnowledgeChain:
         self.prices = prices
         self.claim_poll_s = 0.05
         self._structured = {stage: _structured(model, schema, structured_method) for stage, schema in _SCHEMAS.items()}
+        if spend is not None:  # the spend guard (or a dry run) sees every request before it is sent
+            self._structured = {
+                stage: spend.wrap(stage, runnable, request_payload(model, _SCHEMAS[stage], structured_method))
+                for stage, runnable in self._structured.items()
+            }
         self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
         self.usage: dict[Stage, Usage] = {stage: Usage() for stage in DEFAULT_TEMPLATES}
 

@@ -14,17 +14,25 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..agents import DEFAULT_TEMPLATES, KnowledgeCache, KnowledgeResult
+from ..agents import (
+    DEFAULT_TEMPLATES,
+    KnowledgeCache,
+    KnowledgeResult,
+    SpendEstimate,
+    SpendEstimator,
+    SpendGuard,
+    counter_for,
+)
 from ..errors import KecpmError
 from ..hashing import file_sha256
-from ..pipeline import Manifest, RunConfig, run_method
+from ..pipeline import Manifest, RunConfig, estimate_method, run_method
 from ..post_files import load_split
 from .grid import Grid
 from .leaderboard import write_leaderboard
 from .quality import knowledge_quality
 from .results import ExperimentResult, SeedRun, summarize
 
-__all__ = ["Event", "run_experiment"]
+__all__ = ["Event", "estimate_experiment", "run_experiment"]
 
 Event = Callable[[str, int, str, str, float], None]
 """``on_event(cell, seed, stage, status, seconds)``: progress of :func:`run_experiment`."""
@@ -39,21 +47,18 @@ def run_experiment(
     on_event: Event | None = None,
     leaderboard: bool = True,
     shared: str | Path | None = None,
+    spend: SpendGuard | None = None,
 ) -> ExperimentResult:
     """Run every cell (or those named in ``cells``) on every seed; write the leaderboard and manifest.
 
     Work is shared through ``shared`` (default ``OUT/shared``; give another experiment's to build on its
     work): one store per seed, one LLM call cache, one folder of trained extractors. A rerun into the
-    same ``out`` skips every finished stage.
+    same ``out`` skips every finished stage. ``spend`` holds the whole experiment under one budget: a
+    run it stops raises :class:`~kecpm.agents.BudgetStopped` (a rerun with a higher one resumes).
     """
     out = Path(out)
     shared = Path(shared) if shared is not None else out / "shared"
-    grid.check()
-    chosen = grid.cells()
-    if cells is not None:
-        chosen = [c for c in chosen if c.name in cells or c.slug in cells]
-        if not chosen:
-            raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
+    chosen = _chosen_cells(grid, cells)
     started = time.perf_counter()
     summaries = []
     for cell in chosen:
@@ -66,7 +71,7 @@ def run_experiment(
                 out=out / "cells" / cell.slug / f"seed_{seed}",
                 shared=shared,
             )
-            runs.append(_run_one(config, out, cell.name, seed, on_event))
+            runs.append(_run_one(config, out, cell.name, seed, on_event, spend))
         assert config is not None
         summaries.append(summarize(cell, config, runs))
     result = ExperimentResult(out=out, shared=shared, grid=grid, cells=summaries, seconds=time.perf_counter() - started)
@@ -82,7 +87,52 @@ def run_experiment(
     return result
 
 
-def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None) -> SeedRun:
+def estimate_experiment(
+    grid: Grid,
+    out: str | Path,
+    *,
+    cells: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    on_event: Event | None = None,
+    shared: str | Path | None = None,
+) -> SpendEstimate:
+    """What :func:`run_experiment` would send to the LLM over every cell and seed, sending nothing; a call
+    that several runs share (through the one call cache) is counted once."""
+    out = Path(out)
+    shared = Path(shared) if shared is not None else out / "shared"
+    into: SpendEstimator | None = None
+    for cell in _chosen_cells(grid, cells):
+        for seed in seeds or grid.seeds:
+            config = grid.run_config(cell, seed, out=out / "cells" / cell.slug / f"seed_{seed}", shared=shared)
+
+            def on_stage(stage: str, status: str, seconds: float, name: str = cell.name, number: int = seed) -> None:
+                if on_event is not None:
+                    on_event(name, number, stage, status, seconds)
+
+            if into is None and config.knowledge == "llm":
+                llm = config.pipeline.llm
+                into = SpendEstimator(
+                    counter=counter_for(llm),
+                    prices=(llm.input_price, llm.output_price),
+                    max_output_tokens=llm.max_tokens,
+                )
+            estimate_method(config, on_stage=on_stage, into=into)
+    return into.estimate if into is not None else SpendEstimate()
+
+
+def _chosen_cells(grid: Grid, cells: Sequence[str] | None) -> list:
+    grid.check()
+    chosen = grid.cells()
+    if cells is not None:
+        chosen = [c for c in chosen if c.name in cells or c.slug in cells]
+        if not chosen:
+            raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
+    return chosen
+
+
+def _run_one(
+    config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None, spend: SpendGuard | None = None
+) -> SeedRun:
     statuses: dict[str, str] = {}
 
     def on_stage(stage: str, status: str, seconds: float) -> None:
@@ -92,7 +142,7 @@ def _run_one(config: RunConfig, root: Path, cell: str, seed: int, on_event: Even
             on_event(cell, seed, stage, status, seconds)
 
     started = time.perf_counter()
-    result = run_method(config, on_stage=on_stage)
+    result = run_method(config, on_stage=on_stage, spend=spend)
     # As recorded when the stage ran (a rerun that skips it keeps the figures of the run that paid).
     knowledge = result.stages.get("knowledge", {})
     run = SeedRun(

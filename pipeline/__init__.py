@@ -4,7 +4,7 @@
 - :mod:`~kecpm.pipeline.stages`: the three stage objects every path runs.
 - :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
 - :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
-  with a provenance :class:`Manifest`.
+  with a provenance :class:`Manifest`; :func:`estimate_method` its LLM spend, sending nothing.
 
 The one layer that may import every stage, eval included.
 
@@ -25,6 +25,7 @@ _LAZY = {
     "PipelineResult": ".runnable",
     "RunConfig": ".run",
     "RunResult": ".run",
+    "estimate_method": ".run",
     "run_method": ".run",
 }
 
@@ -41,6 +42,7 @@ __all__ = [
     "RetrieveDemonstrations",
     "RunConfig",
     "RunResult",
+    "estimate_method",
     "git_revision",
     "is_secret_name",
     "knowledge_builder",

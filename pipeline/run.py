@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..agents import BudgetStopped, SpendEstimate, SpendEstimator, SpendGuard
 from ..errors import KecpmError
 from ..hashing import content_key, file_sha256
 from ..post_files import load_split, read_kecpm, write_kecpm
@@ -32,7 +33,7 @@ from .config import PipelineConfig
 from .manifest import Manifest
 from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
-__all__ = ["RunConfig", "RunResult", "run_method"]
+__all__ = ["RunConfig", "RunResult", "estimate_method", "run_method"]
 
 STAGES = ("data", "index", "knowledge", "train", "predict", "eval")
 
@@ -89,9 +90,24 @@ class RunResult(BaseModel):
 StageCallback = Callable[[str, str, float], None]
 
 
-def run_method(config: RunConfig, *, on_stage: StageCallback | None = None) -> RunResult:
-    """Run every stage (skipping those already done with the same inputs); see the module docs."""
-    return _Run(config, on_stage or (lambda stage, status, seconds: None)).run()
+def run_method(
+    config: RunConfig, *, on_stage: StageCallback | None = None, spend: SpendGuard | None = None
+) -> RunResult:
+    """Run every stage (skipping those already done with the same inputs); see the module docs.
+
+    ``spend`` is a guard shared with other runs (an experiment's); without one, ``config.pipeline.budget``
+    (if set) holds. A run the budget stops raises :class:`~kecpm.agents.BudgetStopped` after the
+    knowledge stage, with everything finished cached."""
+    return _Run(config, on_stage or (lambda stage, status, seconds: None), spend).run()
+
+
+def estimate_method(
+    config: RunConfig, *, on_stage: StageCallback | None = None, into: SpendEstimator | None = None
+) -> SpendEstimate:
+    """What :func:`run_method` would send to the LLM, sending nothing (a dry run of the knowledge stage;
+    the data and index stages, local and free, run for real so that the prompts hold the real
+    demonstrations). ``into`` adds this run to another estimate (calls shared are counted once)."""
+    return _Run(config, on_stage or (lambda stage, status, seconds: None), None).estimate(into)
 
 
 def _stage_key(stage: str, *parts: Any) -> str:
@@ -100,8 +116,9 @@ def _stage_key(stage: str, *parts: Any) -> str:
 
 
 class _Run:
-    def __init__(self, config: RunConfig, on_stage: StageCallback) -> None:
+    def __init__(self, config: RunConfig, on_stage: StageCallback, spend: SpendGuard | None) -> None:
         self.config = config
+        self.spend = spend
         self.out = config.out
         self.on_stage = on_stage
         self.stages_path = self.out / "stages.json"
@@ -152,6 +169,15 @@ class _Run:
             stages=self.stages,
             text_only_posts=self.text_only,
         )
+
+    def estimate(self, into: SpendEstimator | None) -> SpendEstimate:
+        self.out.mkdir(parents=True, exist_ok=True)
+        train, val = self._data()
+        self._index(train)
+        if self.config.knowledge != "llm":
+            return into.estimate if into is not None else SpendEstimate()
+        builder = knowledge_builder(self.pipeline)
+        return asyncio.run(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
 
     # -- stages ------------------------------------------------------------------------------------
     def _data(self) -> tuple[list[Post], list[Post]]:
@@ -263,9 +289,12 @@ class _Run:
     async def _build_knowledge(self, train: list[Post], val: list[Post], paths: dict[str, Path]) -> dict[str, Any]:
         pipeline = self.pipeline
         retrieve = RetrieveDemonstrations(pipeline)
-        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log")
+        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log", spend=self.spend)
         async with builder:
             report = await builder.abuild([*train, *val], retrieve, keep_results=False)
+            if report.left:  # the stage is not done: a rerun with a higher budget resumes it from the cache
+                assert report.spend is not None
+                raise BudgetStopped(report.spend, done=report.succeeded, left=len(report.left))
             assert builder.cache is not None and builder.chain is not None
             missing: list[str] = []
             for posts, path in ((train, paths["train"]), (val, paths["eval"])):
