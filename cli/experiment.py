@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 
 experiment_app = typer.Typer(
     help="Run a grid of pipeline settings over seeds and rank the cells (see examples/grid.toml).",
@@ -68,7 +68,7 @@ def experiment(
             replayed = replay_experiment(replay, out=out, cells=cell, seeds=seed, on_event=_progress)
             result = replayed.experiment
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     ranked = sorted(result.cells, key=lambda c: -c.f1["paper_micro_f1"].mean)
     print_table(
@@ -116,6 +116,6 @@ def diff(
     try:
         text = diff_cells(experiment_dir, cell_a, cell_b, post_id=post, seed=seed)
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     console.print(text, markup=False, highlight=False)
