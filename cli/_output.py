@@ -35,7 +35,7 @@ def error_lines(exc: BaseException) -> list[str]:
     return [str(exc)]
 
 
-def print_error(exc: BaseException) -> None:
-    """Print an error on stderr, one ``error:`` line per record (see :func:`error_lines`)."""
+def print_error(exc: BaseException, *, to: Console = err_console) -> None:
+    """Print an error (on stderr unless told), one ``error:`` line per record (see :func:`error_lines`)."""
     for line in error_lines(exc):
-        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        to.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
