@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 from ._spend import (
     EXIT_BUDGET,
     BudgetOption,
@@ -98,7 +98,7 @@ def experiment(
         err_console.print(f"[yellow]stopped:[/yellow] {exc}")
         raise typer.Exit(EXIT_BUDGET) from None
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     ranked = sorted(result.cells, key=lambda c: -c.f1["paper_micro_f1"].mean)
     print_table(
@@ -146,6 +146,6 @@ def diff(
     try:
         text = diff_cells(experiment_dir, cell_a, cell_b, post_id=post, seed=seed)
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     console.print(text, markup=False, highlight=False)

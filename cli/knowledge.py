@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 from ._spend import (
     EXIT_BUDGET,
     BudgetOption,
@@ -120,7 +120,7 @@ def build(
         # Lenient: a bad record is listed as a failure and the rest of the file is built.
         read = read_post_file(data, knowledge=False, lenient=True)
     except (DataError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     posts, split = read.posts[:limit] if limit else read.posts, read.split
     for warning in read.warnings:
@@ -146,7 +146,7 @@ def build(
         if llm is not None:
             config = config.model_copy(update={"base_url": base_url})
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     # The pipeline's own stages, configured from the flags: the prompts are the ones `kecpm run` and
     # KECPMPipeline send for the same post.
@@ -167,7 +167,7 @@ def build(
     try:
         retrieve.store()  # open it now: a store that is not there is one error, not one per post
     except (RetrievalError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     if store is None:
         err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
@@ -207,7 +207,7 @@ def build(
     try:
         report, run_key, path, missing, chain_templates = asyncio.run(run())
     except KecpmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     summary = {
         "run": run_key,

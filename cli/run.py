@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 from ._spend import (
     EXIT_BUDGET,
     BudgetOption,
@@ -45,7 +45,7 @@ def _pipeline_config(path: Path | None, **overrides: object) -> PipelineConfig:
     try:
         return PipelineConfig.from_file(path, **values) if path is not None else PipelineConfig(**values)
     except (KecpmError, FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 
@@ -74,7 +74,7 @@ def _run(config: object, *, dry_run: bool = False, budget: SpendLimit | None = N
         err_console.print(f"[yellow]stopped:[/yellow] {exc}")
         raise typer.Exit(EXIT_BUDGET) from None
     except KecpmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     print_table(
         "scores on the evaluated split (%)",
@@ -139,7 +139,7 @@ def run(
             limit=limit,
         )
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     _run(settings, dry_run=dry_run, budget=spend_limit(budget, budget_tokens))
 
@@ -181,7 +181,7 @@ def extract(
         with KECPMPipeline(settings) as pipeline:
             result = pipeline.invoke(PostInput(text=text, image_path=image, image_description=caption))
     except (KecpmError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     if as_json:
         console.print_json(json.dumps(result.model_dump(mode="json")))
