@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 
 if TYPE_CHECKING:
     from ..agents import SpendEstimate, SpendGuard, SpendLimit, SpendReport
@@ -54,7 +54,7 @@ def spend_guard(limit: SpendLimit | None, llm: LLMConfig) -> SpendGuard | None:
     try:
         return SpendGuard.for_llm(limit, llm)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 

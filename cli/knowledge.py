@@ -180,7 +180,7 @@ def build(
         try:
             estimate = asyncio.run(builder.aestimate(posts, retrieve))
         except KecpmError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(1) from None
         print_estimate(estimate, out)
         return
