@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-__all__ = ["DataError", "KecpmError", "Problem", "describe_validation_error"]
+__all__ = ["DataError", "KecpmError", "Problem", "describe_validation_error", "validation_lines"]
 
 
 class KecpmError(Exception):
@@ -70,3 +70,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     location = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{location}: {message}" if location else message
+
+
+def validation_lines(exc: ValidationError) -> list[str]:
+    """A pydantic ValidationError as plain lines, one per record: ``<record>: field: message; ...``.
+
+    The record is the model's name, or ``record N`` (1-based) for errors under a list position; pydantic's
+    echo of the input, its error codes and its documentation links are left out.
+    """
+    lines: dict[str, list[str]] = {}
+    for error in exc.errors():
+        location = list(error["loc"])
+        record = f"record {location.pop(0) + 1}" if location and isinstance(location[0], int) else exc.title
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        field = ".".join(str(part) for part in location)
+        lines.setdefault(record, []).append(f"{field}: {message}" if field else message)
+    return [f"{record}: {'; '.join(messages)}" for record, messages in lines.items()]

@@ -21,7 +21,8 @@ from ..llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_
 from ..records import Demonstration, Post
 from .cache import KnowledgeCache
 from .knowledge import KnowledgeChain
-from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, Usage
+from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, SpendLimit, Usage
+from .spend import CacheHistory, DryRunCache, SpendEstimate, SpendEstimator, SpendGuard, counter_for
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -51,6 +52,11 @@ class KnowledgeBuilder:
     (any LangChain chat model with tool calling, used as is). ``cache`` is a path or an open
     :class:`KnowledgeCache`; without one nothing persists. The other options go to
     :class:`KnowledgeChain`. Use ``async with``: it opens and closes the client, server and cache.
+
+    ``spend`` is a budget (a :class:`SpendLimit`, or a :class:`~kecpm.agents.spend.SpendGuard` shared with
+    other builders) that the build never crosses: it stops before the request that could, and
+    :attr:`BuildReport.left` lists the posts it did not reach. :meth:`aestimate` says what a build would
+    cost without sending anything (it needs no ``async with``).
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class KnowledgeBuilder:
         template_dirs: Sequence[str | Path] | None = None,
         progress: bool = True,
         server_log: str | Path | None = None,
+        spend: SpendLimit | SpendGuard | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -83,6 +90,8 @@ class KnowledgeBuilder:
             "template_dirs": template_dirs,
         }
         self._server_log = server_log
+        self._spend = spend
+        self.spend: SpendGuard | None = spend if isinstance(spend, SpendGuard) else None
         self._server: EmbeddedServer | None = None
         self._client: ChatClient | None = None
         self.cache: KnowledgeCache | None = None
@@ -104,27 +113,88 @@ class KnowledgeBuilder:
             self.cache = KnowledgeCache(self._cache_arg)
         else:  # an open cache: a KnowledgeCache, or one with its methods (the Ray cluster's shared cache)
             self.cache = self._cache_arg
-        model = self._model
-        options = dict(self._chain_options)
-        if model is None:
-            config = self.llm
-            assert config is not None
-            url = config.base_url
-            if config.embedded:
-                self._server = EmbeddedServer(log_path=self._server_log)
-                await self._server.__aenter__()
-                url = self._server.base_url
-                config = config.model_copy(update={"max_tokens_param": "max_tokens"})
-            self._client = ChatClient(config, base_url=url, max_connections=max(self.concurrency * 2, 16))
-            model = self._client.model
-            options.update(
-                structured_method=config.structured_method,
-                model_name=config.model,
-                params=config.call_params(),
-                vision=config.vision,
-                prices=(config.input_price, config.output_price),
+        url = None
+        if self._model is None and self.llm is not None and self.llm.embedded:
+            self._server = EmbeddedServer(log_path=self._server_log)
+            await self._server.__aenter__()
+            url = self._server.base_url
+        model, options = self._model_and_options(url)
+        if isinstance(self._spend, SpendLimit):
+            self.spend = (
+                SpendGuard.for_llm(self._spend, self.llm)
+                if self._model is None and self.llm is not None
+                else SpendGuard(self._spend, max_output_tokens=self._max_output_tokens(model))
             )
-        self.chain = KnowledgeChain(model, cache=self.cache, **options)
+        self.chain = KnowledgeChain(model, cache=self.cache, spend=self.spend, **options)
+
+    def _model_and_options(self, url: str | None) -> tuple[BaseChatModel, dict[str, Any]]:
+        """The chat model (a client of ``url`` or the configured endpoint) and the chain's options."""
+        options = dict(self._chain_options)
+        if self._model is not None:
+            return self._model, options
+        config = self.llm
+        assert config is not None
+        if config.embedded:
+            config = config.model_copy(update={"max_tokens_param": "max_tokens"})
+        self._client = ChatClient(config, base_url=url, max_connections=max(self.concurrency * 2, 16))
+        options.update(
+            structured_method=config.structured_method,
+            model_name=config.model,
+            params=config.call_params(),
+            vision=config.vision,
+            prices=(config.input_price, config.output_price),
+        )
+        return self._client.model, options
+
+    def _max_output_tokens(self, model: BaseChatModel) -> int:
+        cap = (
+            self.llm.max_tokens if self._model is None and self.llm is not None else getattr(model, "max_tokens", None)
+        )
+        if not cap:
+            raise ValueError("a budget needs a cap on answers: give the chat model max_tokens")
+        return int(cap)
+
+    async def aestimate(
+        self,
+        posts: Iterable[Post] | AsyncIterable[Post],
+        demonstrations: DemonstrationSource = None,
+        *,
+        into: SpendEstimator | None = None,
+    ) -> SpendEstimate:
+        """What :meth:`abuild` would send for ``posts``, sending nothing: calls, tokens and cost per stage
+        (see :mod:`kecpm.agents.spend`). The cache is only read; no server is started. ``into`` adds these
+        posts to another estimate (an experiment's runs), counting calls they share once."""
+        cache = self.cache
+        opened = None
+        if cache is None and isinstance(self._cache_arg, str | Path) and Path(self._cache_arg).exists():
+            cache = opened = KnowledgeCache(self._cache_arg)
+        elif cache is None and isinstance(self._cache_arg, KnowledgeCache):
+            cache = self._cache_arg
+        # Never contacted: the request bodies are rendered from it, not sent.
+        url = "http://127.0.0.1:9/v1" if self._model is None and self.llm is not None and self.llm.embedded else None
+        client, self._client = self._client, None
+        try:
+            model, options = self._model_and_options(url)
+            estimator = into or SpendEstimator(
+                counter=counter_for(self.llm if self._model is None else None),
+                prices=options.get("prices", (0.0, 0.0)),
+                max_output_tokens=self._max_output_tokens(model),
+                history=CacheHistory.from_cache(cache, options.get("model_name") or "") if cache else None,
+            )
+            peek = DryRunCache(cache)
+            chain = KnowledgeChain(model, cache=peek, spend=estimator, **options)  # type: ignore[arg-type]
+            async for post in _aiter(posts):
+                try:
+                    await estimator.add(chain, peek, post, await _demonstrations_for(post, demonstrations))
+                except LLMCallError as exc:
+                    estimator.estimate.skipped[post.id] = str(exc)
+            return estimator.estimate
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+            self._client = client
+            if opened is not None:
+                opened.close()
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -235,6 +305,9 @@ class KnowledgeBuilder:
         report = BuildReport()
         async for item in self.astream(posts, demonstrations, concurrency=concurrency, progress=progress):
             report.total += 1
+            if isinstance(item, KnowledgeFailure) and item.kind == "budget":
+                report.left.append(item.post_id)
+                continue
             if isinstance(item, KnowledgeFailure):
                 report.failures.append(item)
                 continue
@@ -245,6 +318,7 @@ class KnowledgeBuilder:
                 report.results.append(item)
         report.usage = {stage: _minus(usage, before[stage]) for stage, usage in chain.usage.items()}
         report.wall_s = time.perf_counter() - started
+        report.spend = self.spend.report.model_copy(deep=True) if self.spend is not None else None
         return report
 
     def build(
@@ -267,6 +341,8 @@ class KnowledgeBuilder:
             result = await chain.ainvoke(post, demonstrations)
         except Exception as exc:
             kind, retryable = classify_error(exc)
+            if kind == "budget":  # not the post's failure: the budget stopped the build before its call
+                return KnowledgeFailure(post_id=post.id, stage=getattr(exc, "stage", None), kind=kind, message=str(exc))
             message = self._redact(str(exc))
             if kind == "auth" and self.llm is not None:
                 message += f" (check the key in ${self.llm.api_key_env})"
@@ -288,6 +364,15 @@ class KnowledgeBuilder:
     def _redact(self, text: str) -> str:
         key = self.llm.resolve_key().get_secret_value() if self.llm is not None else ""
         return text.replace(key, "***") if len(key) >= 8 else text
+
+
+async def _aiter(posts: Iterable[Post] | AsyncIterable[Post]) -> AsyncIterator[Post]:
+    if isinstance(posts, AsyncIterable):
+        async for post in posts:
+            yield post
+    else:
+        for post in posts:
+            yield post
 
 
 async def _demonstrations_for(post: Post, source: DemonstrationSource) -> Sequence[Demonstration]:

@@ -153,6 +153,16 @@ class KnowledgeCache:
         """``(key, owner)`` of the leases held now (or left by a killed build)."""
         return [(k, o) for k, o in self._db.execute("SELECT key, owner FROM claims ORDER BY key")]
 
+    def call_stage(self, key: str) -> str | None:
+        """The stage of a stored call (None when it is not stored)."""
+        row = self._db.execute("SELECT stage FROM calls WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def history(self, model: str) -> list[tuple[str, dict[str, Any], int]]:
+        """``(stage, output, output_tokens)`` of every stored call of ``model``, for spend estimates."""
+        rows = self._db.execute("SELECT stage, output, output_tokens FROM calls WHERE model = ?", (model,))
+        return [(stage, json.loads(output), tokens) for stage, output, tokens in rows]
+
     def count_calls(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 

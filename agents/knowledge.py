@@ -22,10 +22,11 @@ from ..hashing import content_key
 from ..labels import EntityType, Relation
 from ..llm import LLMCallError, classify_error, retry_policy
 from ..prompts import PromptTemplateFile, load_template
-from ..records import Demonstration, Post
+from ..records import EMPTY_TEXT, Demonstration, Post
 from .cache import CachedCall, KnowledgeCache
 from .images import ImageError, image_part
 from .schemas import Critique, Knowledge, KnowledgeResult, Stage, Step, Usage
+from .spend import SpendHook, request_payload
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "MAX_TEXT_CHARS",
     "KnowledgeChain",
     "call_key",
     "format_critique",
@@ -44,6 +46,16 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATES: dict[Stage, str] = {"generate": "generate@v1", "critique": "critique@v1", "revise": "revise@v1"}
+MAX_TEXT_CHARS = 2000
+"""How much of a post's text the knowledge prompts hold, in characters, after collapsing whitespace.
+
+A longer text is cut after its last whole word within the limit: every call stays of a known size and
+cost, and the LLM writes knowledge about that first part only. The extractor still reads the whole post
+(in windows: :mod:`kecpm.extractor.windows`). Each cut is a warning in the post's
+``KnowledgeResult.warnings`` and in the build report (``kecpm knowledge build`` prints it). Change it
+with ``KnowledgeChain(max_text_chars=...)``.
+"""
+
 _SCHEMAS: dict[Stage, type[BaseModel]] = {"generate": Knowledge, "critique": Critique, "revise": Knowledge}
 
 
@@ -97,16 +109,23 @@ def format_critique(knowledge: Knowledge, critique: Critique) -> str:
 
 
 def prompt_variables(
-    post: Post, demonstrations: Sequence[Demonstration] = (), *, max_text_chars: int = 2000
+    post: Post, demonstrations: Sequence[Demonstration] = (), *, max_text_chars: int = MAX_TEXT_CHARS
 ) -> tuple[dict[str, str], list[str]]:
-    """The variables every template may use, and warnings about the post (a text cut to ``max_text_chars``)."""
+    """The variables every template may use, and warnings about the post (a text cut to ``max_text_chars``,
+    see :data:`MAX_TEXT_CHARS`)."""
     warnings = []
     text = " ".join(post.text.split())
     if not text:
-        raise LLMCallError(f"post {post.id!r} has no text", kind="input", retryable=False)
+        raise LLMCallError(f"record {post.id!r}: {EMPTY_TEXT}", kind="input", retryable=False)
     if len(text) > max_text_chars:
-        warnings.append(f"text of {len(text):,} characters cut to {max_text_chars:,}")
-        text = text[:max_text_chars]
+        # after the last whole word (a single word longer than the limit is cut inside it)
+        head = text[: max_text_chars + 1]
+        kept = head.rsplit(" ", 1)[0] if " " in head else text[:max_text_chars]
+        warnings.append(
+            f"text of {len(text):,} characters cut to {max_text_chars:,} for the knowledge prompts "
+            f"(its first {len(kept.split()):,} of {len(text.split()):,} words); the extractor reads it all"
+        )
+        text = kept
     variables = {
         "types": ", ".join(t.natural for t in EntityType),
         "relations": ", ".join(r.natural for r in Relation),
@@ -165,7 +184,8 @@ class KnowledgeChain:
     an answer that does not fit the schema is re-asked ``reasks`` times, then the post fails.
     ``templates`` maps a stage to a template ref (``"generate@v2"``); ``template_dirs`` are searched
     before ``$KECPM_PROMPTS_DIR`` and the shipped templates. ``model_name`` and ``params`` enter the
-    cache key (pass what changes the answers; never a key).
+    cache key (pass what changes the answers; never a key). ``spend`` (a :class:`~kecpm.agents.spend.SpendGuard`)
+    is asked before every request and told its usage after.
     """
 
     def __init__(
@@ -183,8 +203,9 @@ class KnowledgeChain:
         params: Mapping[str, Any] | None = None,
         vision: bool = False,
         max_image_side: int = 1024,
-        max_text_chars: int = 2000,
+        max_text_chars: int = MAX_TEXT_CHARS,
         prices: tuple[float, float] = (0.0, 0.0),
+        spend: SpendHook | None = None,
     ) -> None:
         if rounds < 0:
             raise ValueError("rounds must be >= 0")
@@ -205,6 +226,11 @@ class KnowledgeChain:
         self.prices = prices
         self.claim_poll_s = 0.05
         self._structured = {stage: _structured(model, schema, structured_method) for stage, schema in _SCHEMAS.items()}
+        if spend is not None:  # the spend guard (or a dry run) sees every request before it is sent
+            self._structured = {
+                stage: spend.wrap(stage, runnable, request_payload(model, _SCHEMAS[stage], structured_method))
+                for stage, runnable in self._structured.items()
+            }
         self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
         self.usage: dict[Stage, Usage] = {stage: Usage() for stage in DEFAULT_TEMPLATES}
 

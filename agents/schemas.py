@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "STAGES",
@@ -18,6 +18,8 @@ __all__ = [
     "Knowledge",
     "KnowledgeFailure",
     "KnowledgeResult",
+    "SpendLimit",
+    "SpendReport",
     "Stage",
     "StatementCheck",
     "Step",
@@ -133,6 +135,39 @@ class KnowledgeFailure(BaseModel):
     retryable: bool = True
 
 
+class SpendLimit(BaseModel):
+    """A budget: money (in the currency of the prices) and/or tokens (input + output); either may be unset."""
+
+    cost: float | None = Field(default=None, ge=0, description="most money the run may spend")
+    tokens: int | None = Field(default=None, ge=0, description="most input + output tokens the run may use")
+
+    @model_validator(mode="after")
+    def _something(self) -> SpendLimit:
+        if self.cost is None and self.tokens is None:
+            raise ValueError("a budget needs a cost or a number of tokens")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"{self.cost:g}" if self.cost is not None else "", f"{self.tokens:,} tokens" if self.tokens else ""]
+        return " and ".join(p for p in parts if p)
+
+
+class SpendReport(BaseModel):
+    """What a guarded run spent, and whether the budget stopped it."""
+
+    limit: SpendLimit
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    stopped: bool = Field(default=False, description="a request was refused: the run stopped before crossing")
+    refused: str = Field(default="", description="why the first refused request was refused")
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 class BuildReport(BaseModel):
     """What a batch build did: counts, usage per stage, every failure, wall time."""
 
@@ -142,6 +177,10 @@ class BuildReport(BaseModel):
     warnings: dict[str, list[str]] = Field(default_factory=dict)
     usage: dict[str, Usage] = Field(default_factory=dict)
     wall_s: float = 0.0
+    left: list[str] = Field(
+        default_factory=list, description="posts not built because the budget ran out (a rerun resumes them)"
+    )
+    spend: SpendReport | None = Field(default=None, description="what the spend guard let through, if any")
     results: list[KnowledgeResult] = Field(default_factory=list, exclude=True)
 
     @property

@@ -34,4 +34,15 @@ _register_all()
 
 
 def main() -> None:
-    app()
+    """The ``kecpm`` command: a bad record or setting that a command did not catch is still told as one
+    ``error:`` line per record (no traceback, no raw pydantic text), exit status 1."""
+    from pydantic import ValidationError
+
+    from ..errors import KecpmError
+    from ._output import print_error
+
+    try:
+        app()
+    except (ValidationError, KecpmError) as exc:
+        print_error(exc)
+        raise SystemExit(1) from None

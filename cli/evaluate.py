@@ -72,7 +72,9 @@ def eval_command(
             console.print("(--lenient counts bad quintuples as invalid instead; misaligned files stay an error)")
         raise typer.Exit(code=2) from None
     except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        from ._output import print_error
+
+        print_error(error, to=console)
         raise typer.Exit(code=2) from None
 
     runs = report.runs

@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
+from ._spend import (
+    EXIT_BUDGET,
+    BudgetOption,
+    BudgetTokensOption,
+    DryRunOption,
+    print_estimate,
+    spend_guard,
+    spend_limit,
+)
 
 experiment_app = typer.Typer(
     help="Run a grid of pipeline settings over seeds and rank the cells (see examples/grid.toml).",
@@ -47,6 +56,9 @@ def experiment(
         list[str] | None, typer.Option("--cell", help="Only this cell (name or folder); repeatable.")
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Only this seed; repeatable.")] = None,
+    dry_run: DryRunOption = False,
+    budget: BudgetOption = None,
+    budget_tokens: BudgetTokensOption = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -54,27 +66,45 @@ def experiment(
         ),
     ] = None,
 ) -> None:
-    """Run a grid (--grid) or replay one (--replay); `kecpm experiment diff` compares two cells."""
+    """Run a grid (--grid) or replay one (--replay); `kecpm experiment diff` compares two cells.
+
+    --dry-run says what the grid's knowledge stages would cost (calls shared by cells counted once);
+    --budget/--budget-tokens hold the whole grid under one budget (exit code 4 when it stops it; the
+    prices are the first cell's)."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..agents import BudgetStopped
     from ..errors import KecpmError
-    from ..experiments import Grid, run_experiment
+    from ..experiments import Grid, estimate_experiment, run_experiment
     from ..experiments import replay as replay_experiment
 
     if (grid is None) == (replay is None):
         err_console.print("[red]error:[/red] give exactly one of --grid FILE and --replay MANIFEST")
         raise typer.Exit(2)
+    if replay is not None and (dry_run or budget is not None or budget_tokens is not None):
+        err_console.print("[red]error:[/red] --dry-run and --budget go with --grid (a replay reuses the cache)")
+        raise typer.Exit(2)
     try:
         if grid is not None:
             settings = Grid.from_file(grid)
             target = out or Path("runs/experiments") / settings.name
-            result = run_experiment(settings, target, cells=cell, seeds=seed, on_event=_progress, ray=ray)
+            if dry_run:
+                print_estimate(
+                    estimate_experiment(settings, target, cells=cell, seeds=seed, on_event=_progress), target
+                )
+                return
+            first = settings.run_config(settings.cells()[0], settings.seeds[0], out=target, shared=target / "shared")
+            guard = spend_guard(spend_limit(budget, budget_tokens) or first.pipeline.budget, first.pipeline.llm)
+            result = run_experiment(settings, target, cells=cell, seeds=seed, on_event=_progress, spend=guard, ray=ray)
         else:
             assert replay is not None
             replayed = replay_experiment(replay, out=out, cells=cell, seeds=seed, on_event=_progress)
             result = replayed.experiment
+    except BudgetStopped as exc:
+        err_console.print(f"[yellow]stopped:[/yellow] {exc}")
+        raise typer.Exit(EXIT_BUDGET) from None
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     ranked = sorted(result.cells, key=lambda c: -c.f1["paper_micro_f1"].mean)
     print_table(
@@ -122,6 +152,6 @@ def diff(
     try:
         text = diff_cells(experiment_dir, cell_a, cell_b, post_id=post, seed=seed)
     except (KecpmError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     console.print(text, markup=False, highlight=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
 
 index_app = typer.Typer(help="Build and query the demonstration store (Chroma).", no_args_is_help=True)
 
@@ -47,7 +47,7 @@ def build(
         target = DemonstrationStore(StoreConfig.from_location(store, collection=collection), create=True)
         report = target.add(demonstrations, skip_invalid=True)
     except (DataError, FileNotFoundError, RetrievalError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/yellow] {problem}")
@@ -78,7 +78,7 @@ def query(
         source = DemonstrationStore(StoreConfig.from_location(store, collection=collection))
         hits = source.search(text, caption=caption, selection=selection, exclude_ids=exclude or ())
     except (RetrievalError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     if as_json:
         console.print_json(json.dumps([hit.model_dump(mode="json") for hit in hits], ensure_ascii=False))

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
+from ._spend import (
+    EXIT_BUDGET,
+    BudgetOption,
+    BudgetTokensOption,
+    DryRunOption,
+    print_estimate,
+    spend_guard,
+    spend_limit,
+)
 
 if TYPE_CHECKING:
     from ..agents import KnowledgeFailure, KnowledgeResult
@@ -93,6 +102,9 @@ def build(
     ] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help=f"The cache (default: OUT/{CACHE_NAME}).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    dry_run: DryRunOption = False,
+    budget: BudgetOption = None,
+    budget_tokens: BudgetTokensOption = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -100,7 +112,10 @@ def build(
         ),
     ] = None,
 ) -> None:
-    """Build knowledge for every post of --data; resumable (finished calls are cached), failures listed."""
+    """Build knowledge for every post of --data; resumable (finished calls are cached), failures listed.
+
+    --dry-run says what it would cost first; --budget/--budget-tokens stop it before it costs more
+    (exit code 4; rerun with a higher budget to resume)."""
     from ..errors import DataError, KecpmError
     from ..llm import LLMConfig
     from ..pipeline import Manifest, PipelineConfig, RetrieveDemonstrations, knowledge_builder
@@ -111,7 +126,7 @@ def build(
         # Lenient: a bad record is listed as a failure and the rest of the file is built.
         read = read_post_file(data, knowledge=False, lenient=True)
     except (DataError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     posts, split = read.posts[:limit] if limit else read.posts, read.split
     for warning in read.warnings:
@@ -137,7 +152,7 @@ def build(
         if llm is not None:
             config = config.model_copy(update={"base_url": base_url})
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     # The pipeline's own stages, configured from the flags: the prompts are the ones `kecpm run` and
     # KECPMPipeline send for the same post.
@@ -159,13 +174,23 @@ def build(
     try:
         retrieve.store()  # open it now: a store that is not there is one error, not one per post
     except (RetrievalError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     if store is None:
         err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
+    guard = spend_guard(spend_limit(budget, budget_tokens), config)
     builder = knowledge_builder(
-        pipeline, progress=progress, server_log=out / "llm_server.log" if config.embedded else None
+        pipeline, progress=progress, server_log=out / "llm_server.log" if config.embedded else None, spend=guard
     )
+    if dry_run:
+        # No server, no claims, no writes to the cache: the prompts are rendered and counted, never sent.
+        try:
+            estimate = asyncio.run(builder.aestimate(posts, retrieve))
+        except KecpmError as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+        print_estimate(estimate, out)
+        return
 
     async def run() -> tuple:
         async with builder:
@@ -195,7 +220,7 @@ def build(
     try:
         report, run_key, path, missing, chain_templates = asyncio.run(run())
     except KecpmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     summary = {
         "run": run_key,
@@ -234,12 +259,23 @@ def build(
             "their demonstrations were ranked by text alone"
         )
     console.print(f"wrote {path} ({len(posts) - len(missing)} of {len(posts)} posts with knowledge)")
+    if report.left:
+        assert report.spend is not None
+        spent = report.spend
+        err_console.print(
+            f"[yellow]stopped by the budget[/yellow] ({spent.limit.describe()}) before crossing it: "
+            f"{report.succeeded} posts done, {len(report.left)} left; spent {spent.cost:.6g} "
+            f"({spent.tokens:,} tokens in {spent.calls} calls). {spent.refused}. "
+            "Every finished call is cached: rerun with a higher --budget to resume."
+        )
     if report.failures:
         err_console.print(
             f"{len(report.failures)} posts failed; rerun with --only-failed to retry them (finished calls are cached; "
             "fix the records that could not be read first)"
         )
         raise typer.Exit(1)
+    if report.left:
+        raise typer.Exit(EXIT_BUDGET)
 
 
 def _print_result(result: KnowledgeResult) -> None:

@@ -9,10 +9,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import console, err_console, print_table
+from ._output import console, err_console, print_error, print_table
+from ._spend import (
+    EXIT_BUDGET,
+    BudgetOption,
+    BudgetTokensOption,
+    DryRunOption,
+    print_estimate,
+    spend_guard,
+    spend_limit,
+)
 
 if TYPE_CHECKING:
-    from ..pipeline import PipelineConfig
+    from ..agents import SpendLimit
+    from ..pipeline import PipelineConfig, RunConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +52,7 @@ def _pipeline_config(path: Path | None, **overrides: object) -> PipelineConfig:
     try:
         return PipelineConfig.from_file(path, **values) if path is not None else PipelineConfig(**values)
     except (KecpmError, FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 
@@ -55,14 +65,23 @@ def _print_stage(stage: str, status: str, seconds: float) -> None:
         console.print(f"{stage}: {status}")
 
 
-def _run(config: object) -> None:
+def _run(config: object, *, dry_run: bool = False, budget: SpendLimit | None = None) -> None:
+    from ..agents import BudgetStopped
     from ..errors import KecpmError
-    from ..pipeline import run_method
+    from ..pipeline import estimate_method, run_method
 
+    settings: RunConfig = config  # type: ignore[assignment]
+    guard = spend_guard(budget or settings.pipeline.budget, settings.pipeline.llm)
     try:
-        result = run_method(config, on_stage=_print_stage)  # type: ignore[arg-type]
+        if dry_run:
+            print_estimate(estimate_method(settings, on_stage=_print_stage), settings.out)
+            return
+        result = run_method(settings, on_stage=_print_stage, spend=guard)
+    except BudgetStopped as exc:
+        err_console.print(f"[yellow]stopped:[/yellow] {exc}")
+        raise typer.Exit(EXIT_BUDGET) from None
     except KecpmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     print_table(
         "scores on the evaluated split (%)",
@@ -93,16 +112,32 @@ def run(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     seed: Annotated[int, typer.Option("--seed")] = 17,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N posts of each split.")] = None,
+    dry_run: DryRunOption = False,
+    budget: BudgetOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    input_price: Annotated[
+        float | None, typer.Option("--input-price", help="Cost per million input tokens (default: the config's).")
+    ] = None,
+    output_price: Annotated[
+        float | None, typer.Option("--output-price", help="Cost per million output tokens (default: the config's).")
+    ] = None,
     ray: Annotated[str | None, RayOption] = None,
 ) -> None:
-    """index -> knowledge -> train -> predict -> eval; each stage cached, a rerun redoes only what changed."""
+    """index -> knowledge -> train -> predict -> eval; each stage cached, a rerun redoes only what changed.
+
+    --dry-run says what the knowledge stage would cost (the local index stage runs); --budget/--budget-tokens
+    stop the run before it costs more (exit code 4; rerun with a higher budget to resume)."""
     from ..pipeline import RunConfig
 
+    pipeline = _pipeline_config(config, ray=ray)
+    prices = {k: v for k, v in {"input_price": input_price, "output_price": output_price}.items() if v is not None}
+    if prices:
+        pipeline = pipeline.model_copy(update={"llm": pipeline.llm.model_copy(update=prices)})
     try:
         settings = RunConfig(
             out=out,
             data=data,
-            pipeline=_pipeline_config(config, ray=ray),
+            pipeline=pipeline,
             knowledge=knowledge,
             pool=pool,
             eval_split=split,
@@ -112,9 +147,9 @@ def run(
             limit=limit,
         )
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
-    _run(settings)
+    _run(settings, dry_run=dry_run, budget=spend_limit(budget, budget_tokens))
 
 
 def demo(
@@ -154,7 +189,7 @@ def extract(
         with KECPMPipeline(settings) as pipeline:
             result = pipeline.invoke(PostInput(text=text, image_path=image, image_description=caption))
     except (KecpmError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
     if as_json:
         console.print_json(json.dumps(result.model_dump(mode="json")))

@@ -10,7 +10,7 @@ from .leaderboard import write_leaderboard
 from .quality import QualitySignals, knowledge_quality
 from .replay import ReplayResult, ReplayRow, replay
 from .results import CellSummary, ExperimentResult, Figure, SeedRun
-from .runner import Event, run_experiment
+from .runner import Event, estimate_experiment, run_experiment
 from .transcripts import diff_cells, load_experiment, transcript
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ReplayRow",
     "SeedRun",
     "diff_cells",
+    "estimate_experiment",
     "knowledge_quality",
     "load_experiment",
     "replay",

@@ -15,17 +15,25 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..agents import DEFAULT_TEMPLATES, KnowledgeCache, KnowledgeResult
+from ..agents import (
+    DEFAULT_TEMPLATES,
+    KnowledgeCache,
+    KnowledgeResult,
+    SpendEstimate,
+    SpendEstimator,
+    SpendGuard,
+    counter_for,
+)
 from ..errors import KecpmError
 from ..hashing import file_sha256
-from ..pipeline import Manifest, RunConfig, run_method
+from ..pipeline import Manifest, RunConfig, estimate_method, run_method
 from ..post_files import load_split
 from .grid import Grid
 from .leaderboard import write_leaderboard
 from .quality import knowledge_quality
 from .results import ExperimentResult, SeedRun, summarize
 
-__all__ = ["Event", "run_experiment"]
+__all__ = ["Event", "estimate_experiment", "run_experiment"]
 
 Event = Callable[[str, int, str, str, float], None]
 """``on_event(cell, seed, stage, status, seconds)``: progress of :func:`run_experiment`."""
@@ -40,13 +48,16 @@ def run_experiment(
     on_event: Event | None = None,
     leaderboard: bool = True,
     shared: str | Path | None = None,
+    spend: SpendGuard | None = None,
     ray: str | None = None,
 ) -> ExperimentResult:
     """Run every cell (or those named in ``cells``) on every seed; write the leaderboard and manifest.
 
     Work is shared through ``shared`` (default ``OUT/shared``; give another experiment's to build on its
     work): one store per seed, one LLM call cache, one folder of trained extractors. A rerun into the
-    same ``out`` skips every finished stage.
+    same ``out`` skips every finished stage. ``spend`` holds the whole experiment under one budget: a
+    run it stops raises :class:`~kecpm.agents.BudgetStopped` (a rerun with a higher one resumes).
+
 
     With ``ray`` (auto, local or HOST:PORT) every cell x seed is a Ray task, all at once: they share the
     store and extractor folders (locked, so each is built once) and one call cache through the cluster's
@@ -56,12 +67,7 @@ def run_experiment(
     """
     out = Path(out)
     shared = Path(shared) if shared is not None else out / "shared"
-    grid.check()
-    chosen = grid.cells()
-    if cells is not None:
-        chosen = [c for c in chosen if c.name in cells or c.slug in cells]
-        if not chosen:
-            raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
+    chosen = _chosen_cells(grid, cells)
     started = time.perf_counter()
     jobs = {
         (cell.name, seed): grid.run_config(cell, seed, out=out / "cells" / cell.slug / f"seed_{seed}", shared=shared)
@@ -69,7 +75,11 @@ def run_experiment(
         for seed in seeds or grid.seeds
     }
     if ray is None:
-        runs = {(name, seed): _run_one(config, out, name, seed, on_event) for (name, seed), config in jobs.items()}
+        runs = {
+            (name, seed): _run_one(config, out, name, seed, on_event, spend) for (name, seed), config in jobs.items()
+        }
+    elif spend is not None:
+        raise KecpmError("a budget is not held across a Ray cluster's tasks yet: run the grid with --ray or a budget")
     else:
         runs = _run_on_cluster(ray, jobs, out, on_event)
     summaries = []
@@ -131,8 +141,58 @@ def _run_task(config: dict, root: str, cell: str, seed: int, cache: object) -> d
     return _run_one(RunConfig.model_validate(config), Path(root), cell, seed, None, cache=cache).model_dump(mode="json")
 
 
+def estimate_experiment(
+    grid: Grid,
+    out: str | Path,
+    *,
+    cells: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    on_event: Event | None = None,
+    shared: str | Path | None = None,
+) -> SpendEstimate:
+    """What :func:`run_experiment` would send to the LLM over every cell and seed, sending nothing; a call
+    that several runs share (through the one call cache) is counted once."""
+    out = Path(out)
+    shared = Path(shared) if shared is not None else out / "shared"
+    into: SpendEstimator | None = None
+    for cell in _chosen_cells(grid, cells):
+        for seed in seeds or grid.seeds:
+            config = grid.run_config(cell, seed, out=out / "cells" / cell.slug / f"seed_{seed}", shared=shared)
+
+            def on_stage(stage: str, status: str, seconds: float, name: str = cell.name, number: int = seed) -> None:
+                if on_event is not None:
+                    on_event(name, number, stage, status, seconds)
+
+            if into is None and config.knowledge == "llm":
+                llm = config.pipeline.llm
+                into = SpendEstimator(
+                    counter=counter_for(llm),
+                    prices=(llm.input_price, llm.output_price),
+                    max_output_tokens=llm.max_tokens,
+                )
+            estimate_method(config, on_stage=on_stage, into=into)
+    return into.estimate if into is not None else SpendEstimate()
+
+
+def _chosen_cells(grid: Grid, cells: Sequence[str] | None) -> list:
+    grid.check()
+    chosen = grid.cells()
+    if cells is not None:
+        chosen = [c for c in chosen if c.name in cells or c.slug in cells]
+        if not chosen:
+            raise KecpmError(f"no cell named {', '.join(cells)} in the grid")
+    return chosen
+
+
 def _run_one(
-    config: RunConfig, root: Path, cell: str, seed: int, on_event: Event | None, *, cache: object = None
+    config: RunConfig,
+    root: Path,
+    cell: str,
+    seed: int,
+    on_event: Event | None,
+    spend: SpendGuard | None = None,
+    *,
+    cache: object = None,
 ) -> SeedRun:
     statuses: dict[str, str] = {}
 
@@ -143,7 +203,7 @@ def _run_one(
             on_event(cell, seed, stage, status, seconds)
 
     started = time.perf_counter()
-    result = run_method(config, on_stage=on_stage, cache=cache)
+    result = run_method(config, on_stage=on_stage, spend=spend, cache=cache)
     # As recorded when the stage ran (a rerun that skips it keeps the figures of the run that paid).
     knowledge = result.stages.get("knowledge", {})
     run = SeedRun(

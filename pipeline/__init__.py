@@ -4,7 +4,7 @@
 - :mod:`~kecpm.pipeline.stages`: the three stage objects every path runs.
 - :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
 - :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
-  with a provenance :class:`Manifest`.
+  with a provenance :class:`Manifest`; :func:`estimate_method` its LLM spend, sending nothing.
 - On a Ray cluster (``ray`` in the config, :class:`ClusterSettings`): :func:`predict_on_cluster` (Ray
   Data), :func:`build_knowledge_on_cluster` (tasks sharing one call cache actor).
 
@@ -30,6 +30,7 @@ _LAZY = {
     "build_knowledge_on_cluster": ".cluster_knowledge",
     "predict_on_cluster": ".cluster_extract",
     "RunResult": ".run",
+    "estimate_method": ".run",
     "run_method": ".run",
 }
 
@@ -49,6 +50,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "build_knowledge_on_cluster",
+    "estimate_method",
     "git_revision",
     "is_secret_name",
     "knowledge_builder",

@@ -13,9 +13,10 @@ A file holds the fields below at its top level (or under a ``[pipeline]`` table)
     base_url = "https://api.openai.com/v1"
     model = "gpt-4o-mini"
     api_key_env = "OPENAI_API_KEY"   # the key itself never goes into a file
-    ray = "auto"                     # batch work on a Ray cluster: auto, local or HOST:PORT (omit: this process)
-    [cluster]                        # how batch work spreads over it (kecpm.pipeline.ClusterSettings)
-    workers = 4
+    input_price = 0.15               # per million tokens, for cost figures and a money budget
+    output_price = 0.60
+    [budget]                         # optional: the run stops before crossing it (cost and/or tokens)
+    cost = 0.50
 
 Environment variables fill what the file or the code leave unset; explicit values win. The LLM's
 settings are ``KECPM_LLM_<FIELD>`` (``KECPM_LLM_BASE_URL``, ``KECPM_LLM_MODEL``, ...; the one
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ..agents import SpendLimit
 from ..llm import LLMConfig
 from ..retrieval.config import SelectionConfig
 from ..settings_file import read_settings_file, resolve_path
@@ -84,6 +86,9 @@ class PipelineConfig(BaseSettings):
         default=None, description="a Ray cluster for batch work: auto, local or HOST:PORT (none: this process)"
     )
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    budget: SpendLimit | None = Field(
+        default=None, description="most money (cost) and/or tokens the LLM calls may use; the run stops before"
+    )
 
     @field_validator("llm", mode="before")
     @classmethod

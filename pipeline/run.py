@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..agents import BudgetStopped, SpendEstimate, SpendEstimator, SpendGuard
 from ..errors import KecpmError
 from ..hashing import content_key, file_sha256
 from ..post_files import load_split, read_kecpm, write_kecpm
@@ -33,7 +34,7 @@ from .config import PipelineConfig
 from .manifest import Manifest
 from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
-__all__ = ["RunConfig", "RunResult", "run_method"]
+__all__ = ["RunConfig", "RunResult", "estimate_method", "run_method"]
 
 STAGES = ("data", "index", "knowledge", "train", "predict", "eval")
 
@@ -90,13 +91,26 @@ class RunResult(BaseModel):
 StageCallback = Callable[[str, str, float], None]
 
 
-def run_method(config: RunConfig, *, on_stage: StageCallback | None = None, cache: Any = None) -> RunResult:
+def run_method(
+    config: RunConfig, *, on_stage: StageCallback | None = None, spend: SpendGuard | None = None, cache: Any = None
+) -> RunResult:
     """Run every stage (skipping those already done with the same inputs); see the module docs.
 
-    With ``pipeline.ray`` set, knowledge and prediction run on that Ray cluster. ``cache`` is an open
-    call cache used instead of the configured file (a cluster's shared cache, for experiments' tasks).
-    """
-    return _Run(config, on_stage or (lambda stage, status, seconds: None), cache=cache).run()
+    ``spend`` is a guard shared with other runs (an experiment's); without one, ``config.pipeline.budget``
+    (if set) holds. A run the budget stops raises :class:`~kecpm.agents.BudgetStopped` after the
+    knowledge stage, with everything finished cached. With ``pipeline.ray`` set, knowledge and prediction
+    run on that Ray cluster; ``cache`` is an open call cache used instead of the configured file (a
+    cluster's shared cache, for an experiment's tasks)."""
+    return _Run(config, on_stage or (lambda stage, status, seconds: None), spend, cache=cache).run()
+
+
+def estimate_method(
+    config: RunConfig, *, on_stage: StageCallback | None = None, into: SpendEstimator | None = None
+) -> SpendEstimate:
+    """What :func:`run_method` would send to the LLM, sending nothing (a dry run of the knowledge stage;
+    the data and index stages, local and free, run for real so that the prompts hold the real
+    demonstrations). ``into`` adds this run to another estimate (calls shared are counted once)."""
+    return _Run(config, on_stage or (lambda stage, status, seconds: None), None).estimate(into)
 
 
 def _stage_key(stage: str, *parts: Any) -> str:
@@ -105,8 +119,11 @@ def _stage_key(stage: str, *parts: Any) -> str:
 
 
 class _Run:
-    def __init__(self, config: RunConfig, on_stage: StageCallback, *, cache: Any = None) -> None:
+    def __init__(
+        self, config: RunConfig, on_stage: StageCallback, spend: SpendGuard | None, *, cache: Any = None
+    ) -> None:
         self.config = config
+        self.spend = spend
         self.cache = cache
         self.out = config.out
         self.on_stage = on_stage
@@ -158,6 +175,15 @@ class _Run:
             stages=self.stages,
             text_only_posts=self.text_only,
         )
+
+    def estimate(self, into: SpendEstimator | None) -> SpendEstimate:
+        self.out.mkdir(parents=True, exist_ok=True)
+        train, val = self._data()
+        self._index(train)
+        if self.config.knowledge != "llm":
+            return into.estimate if into is not None else SpendEstimate()
+        builder = knowledge_builder(self.pipeline)
+        return asyncio.run(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
 
     # -- stages ------------------------------------------------------------------------------------
     def _data(self) -> tuple[list[Post], list[Post]]:
@@ -282,10 +308,15 @@ class _Run:
 
             report = await asyncio.to_thread(build_knowledge_on_cluster, pipeline, [*train, *val], progress=True)
             retrieve.text_only = report.text_only_posts
-        builder = knowledge_builder(pipeline, progress=True, server_log=self.out / "llm_server.log", cache=self.cache)
+        builder = knowledge_builder(
+            pipeline, progress=True, server_log=self.out / "llm_server.log", spend=self.spend, cache=self.cache
+        )
         async with builder:  # on a cluster: only for the run key and the export from the shared cache
             if report is None:
                 report = await builder.abuild([*train, *val], retrieve, keep_results=False)
+            if report.left:  # the stage is not done: a rerun with a higher budget resumes it from the cache
+                assert report.spend is not None
+                raise BudgetStopped(report.spend, done=report.succeeded, left=len(report.left))
             assert builder.cache is not None and builder.chain is not None
             missing: list[str] = []
             for posts, path in ((train, paths["train"]), (val, paths["eval"])):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..agents import KnowledgeBuilder
+from ..agents import KnowledgeBuilder, SpendGuard
 from ..errors import KecpmError
 from ..records import Demonstration, Post, Quintuple
 from .config import PipelineConfig
@@ -84,12 +84,14 @@ def knowledge_builder(
     model: BaseChatModel | None = None,
     progress: bool = False,
     server_log: str | Path | None = None,
+    spend: SpendGuard | None = None,
     cache: Any = None,
 ) -> KnowledgeBuilder:
     """Stage 2: the knowledge builder of ``config`` (its LLM, cache, rounds, retries, templates and
     posts in flight), not yet opened. ``llm`` replaces the configured LLM (an embedded server already
-    running); ``model`` is any LangChain chat model with tool calling, used instead of an LLM config;
-    ``cache`` an open cache used instead of ``config.knowledge_cache`` (a Ray cluster's shared one)."""
+    running); ``model`` is any LangChain chat model with tool calling, used instead of an LLM config.
+    ``spend`` is a guard shared with other builders; without one, ``config.budget`` (if set) holds.
+    ``cache`` is an open cache used instead of ``config.knowledge_cache`` (a Ray cluster's shared one)."""
     return KnowledgeBuilder(
         None if model is not None else llm or config.llm,
         model=model,
@@ -101,6 +103,7 @@ def knowledge_builder(
         template_dirs=config.template_dirs,
         progress=progress,
         server_log=server_log,
+        spend=spend or config.budget,
     )
 
 

@@ -131,6 +131,17 @@ def read_human_demonstrations(path: str | Path, *, lenient: bool = False) -> lis
     return list(found.values())
 
 
+def _holds_prompts(path: Path) -> bool:
+    """Whether a file's first record is a KECPM prompt (``prompt``, no ``token``) rather than a post."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        first = next((line for line in lines if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False  # an array, or not JSON: the post reader says what it is
+    return isinstance(record, dict) and "prompt" in record and "token" not in record
+
+
 def human_pool(data_dir: str | Path | None = None) -> list[Demonstration]:
     """The human-written demonstrations of the KECPM release (about 43), from the data folder."""
     return read_human_demonstrations(require_data_dir(data_dir) / HUMAN_POOL_FILE)
@@ -155,6 +166,15 @@ def load_pool(pool: str | Path, *, data_dir: str | Path | None = None, split: st
     path = Path(pool)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such pool (give 'human', a KECPM seed folder or a labelled file)")
+    if path.is_file() and _holds_prompts(path):
+        raise DataError(
+            Problem(
+                "a file of KECPM prompts (JSON lines of 'prompt' and 'content', like train_answers_of_top2.json), "
+                "not labelled posts: for the human demonstrations it holds, use the pool 'human' "
+                "(kecpm index build --pool human --data-dir DIR, DIR holding jmere/few_shot/seed_17/)",
+                source=path,
+            )
+        )
     read = read_post_file(path, split=split, knowledge=False)
     source = f"{path.name}/{split}" if path.is_dir() else read.split
     return demonstrations_from_posts(read.posts, source=source)

@@ -36,8 +36,9 @@ def test_span_that_spells_another_name_is_named():
 
 
 def test_empty_post_and_bad_span_are_refused():
-    with pytest.raises(ValidationError, match="no text"):
-        Post(id="p", text="   ")
+    for empty in ({"text": "   "}, {"tokens": []}, {"tokens": [" ", ""]}):
+        with pytest.raises(ValidationError, match="the post's text is empty or only whitespace: give its words"):
+            Post(id="p", **empty)
     with pytest.raises(ValidationError, match="non-empty"):
         Entity(name="x", type="per", span=(3, 3))
 
@@ -51,3 +52,10 @@ def test_demonstration_from_post(posts):
     assert demo.text == posts[0].text
     assert demo.image_description == posts[0].image_descriptions[0]
     assert demo.quintuples == tuple(posts[0].quintuples)
+
+
+def test_words_are_what_can_name_something():
+    from kecpm.records import has_words
+
+    assert not has_words(["https://t.co/x1", "www.example.com/a", "\N{FACE WITH TEARS OF JOY}", "!!", "..."])
+    assert has_words(["@Rihanna"]) and has_words(["#", "Knicks"]) and has_words(["http://x", "1990"])

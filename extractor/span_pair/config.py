@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..checkpoint import CheckpointError
 
@@ -28,6 +30,19 @@ class SpanPairConfig(BaseModel):
 
     encoder: str | None = Field(default=None, description="a local HF encoder folder; None: all-MiniLM-L6-v2")
     max_length: int = Field(default=256, ge=8)
+    window_tokens: int | None = Field(
+        default=None,
+        ge=8,
+        description="a post whose text does not fit max_length is read in windows of at most this many tokens "
+        "of text (template words and special tokens included); None: max_length // 2, which leaves the "
+        "other half to the image description and knowledge (see kecpm.extractor.windows)",
+    )
+    window_overlap: int = Field(
+        default=16,
+        ge=0,
+        description="words shared by consecutive windows; at least max_span_width, so every span lies "
+        "wholly inside a window",
+    )
     max_span_width: int = Field(default=8, ge=1)
     hidden_size: int = 256
     width_embedding: int = 32
@@ -48,3 +63,14 @@ class SpanPairConfig(BaseModel):
     max_entities: int = 8
     at_least_one: bool = True
     type_constraints: bool = True
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        if self.window_tokens is not None and self.window_tokens > self.max_length:
+            raise ValueError(f"window_tokens ({self.window_tokens}) must not exceed max_length ({self.max_length})")
+        return self
+
+    @property
+    def window_length(self) -> int:
+        """The tokens of text per window of a long post."""
+        return self.window_tokens if self.window_tokens is not None else self.max_length // 2

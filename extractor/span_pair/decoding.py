@@ -14,7 +14,7 @@ from typing import Any
 from ...labels import ENTITY_TYPES, RELATIONS, EntityType, Relation
 from ...records import Entity, Post, Quintuple
 from .config import SpanPairConfig
-from .encoding import EncodedPost, overlap
+from .encoding import overlap
 
 __all__ = ["PairChoice", "RelationSchema", "choose_pairs", "entity_candidates", "select_quintuples"]
 
@@ -75,9 +75,10 @@ def choose_pairs(
 
 
 def select_quintuples(
-    post: Post, encoded: EncodedPost, scored: list[tuple[PairChoice, int, int]], config: SpanPairConfig
+    post: Post, spans: Sequence[tuple[int, int]], scored: list[tuple[PairChoice, int, int]], config: SpanPairConfig
 ) -> list[Quintuple]:
-    """A post's quintuples from its scored pairs ``(choice, head span, tail span)``: the most probable
+    """A post's quintuples from its scored pairs ``(choice, head, tail)``, indices into ``spans`` (the
+    post's token spans): the most probable
     first, one direction per pair of entities, those over the relation threshold (and, with
     ``at_least_one``, the best one in any case)."""
     scored.sort(key=lambda s: -s[0][0])
@@ -91,8 +92,8 @@ def select_quintuples(
             kept.append((h, tl, relation, head_type, tail_type))
     return [
         Quintuple(
-            head=_entity(post, encoded.spans[h], head_type),
-            tail=_entity(post, encoded.spans[tl], tail_type),
+            head=_entity(post, spans[h], head_type),
+            tail=_entity(post, spans[tl], tail_type),
             relation=relation,
         )
         for h, tl, relation, head_type, tail_type in kept

@@ -82,6 +82,14 @@ class InputEncoder:
             total += 1  # [SEP]
         return total
 
+    def text_cost(self, post: Post) -> int:
+        """The tokens of the post's text-only input (special tokens and template words included)."""
+        return self._cost(self.assembler.assemble(post).text_only())
+
+    def word_costs(self, words: Sequence[str]) -> list[int]:
+        """The subword tokens of each word, as the input holds them."""
+        return [len(self._word_ids(w)) for w in words]
+
     def _cut(self, text: str, drop: int) -> str:
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         keep = len(encoded["input_ids"]) - drop

@@ -26,13 +26,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from ...errors import Problem
 from ...labels import ENTITY_TYPES, RELATIONS
 from ...prompts import PromptTemplateFile
-from ...records import Post, Quintuple
+from ...records import NO_WORDS, Entity, Post, Quintuple, has_words
 from ..base import Extractor, register_family
 from ..checkpoint import CheckpointCard, CheckpointError
-from ..inputs import InputAssembler, InputParts
+from ..inputs import InputAssembler, InputParts, InputTooLong
 from ..training import TrainConfig, batches
+from ..windows import (
+    Window,
+    merge_pairs,
+    one_reading_per_entity,
+    plan_windows,
+    unshared_pairs,
+    window_entities,
+    window_post,
+)
 from .config import SpanPairConfig, default_encoder_path
 from .decoding import PairChoice, choose_pairs, entity_candidates, select_quintuples
 from .encoding import EncodedPost, InputEncoder, pair_rows
@@ -117,9 +127,49 @@ class SpanPairExtractor(Extractor):
 
     # -- training -------------------------------------------------------------------------------
     def _examples(self, posts: Sequence[Post]) -> list[EncodedPost]:
-        encoded = [self.inputs.encode(p, with_labels=True) for p in posts]
+        encoded = [e for _, _, e in self._encode(posts, with_labels=True)]
         self._log_stats()
         return encoded
+
+    def _windows(self, post: Post) -> list[Window] | None:
+        """The windows of a post whose text does not fit ``max_length``; None for one that does (read in
+        one pass, as before windows existed). See :mod:`kecpm.extractor.windows`."""
+        needed = self.inputs.text_cost(post)
+        if needed <= self.config.max_length:
+            return None
+        costs = self.inputs.word_costs(post.tokens)
+        overhead = needed - sum(costs)  # [CLS], [SEP] and the template's words around the text
+        budget = self.config.window_length - overhead
+        if budget <= 0:
+            raise InputTooLong(
+                Problem(
+                    f"the template's words around the text need {overhead} tokens, leaving nothing of a "
+                    f"{self.config.window_length}-token window; raise window_tokens or shorten the template",
+                    record=post.id,
+                )
+            )
+        windows = plan_windows(costs, budget=budget, overlap=self.config.window_overlap, record=post.id)
+        self.assembler.stats["posts read in windows"] += 1
+        self.assembler.stats["windows"] += len(windows)
+        return windows
+
+    def _encode(self, posts: Sequence[Post], *, with_labels: bool) -> list[tuple[int, Window | None, EncodedPost]]:
+        """``(post index, window or None, example)``: one example per post that fits, one per window of a
+        longer one (labelled with the gold entities inside the window, whatever their pairs)."""
+        units: list[tuple[int, Window | None, EncodedPost]] = []
+        for i, post in enumerate(posts):
+            windows = self._windows(post)
+            if windows is None:
+                units.append((i, None, self.inputs.encode(post, with_labels=with_labels)))
+                continue
+            for window in windows:
+                encoded = self.inputs.encode(window_post(post, window), with_labels=with_labels)
+                if with_labels:
+                    self._label_entities(encoded, window_entities(post, window))
+                units.append((i, window, encoded))
+            if with_labels and (split := unshared_pairs(post, windows)):
+                self.assembler.stats["gold pairs in no one window (not learnt as pairs)"] += split
+        return units
 
     def _log_stats(self) -> None:
         if self.assembler.stats:
@@ -159,9 +209,20 @@ class SpanPairExtractor(Extractor):
             loss = loss + F.cross_entropy(pair_logits, labels, weight=relation_weight)
         return loss
 
+    def _label_entities(self, encoded: EncodedPost, entities: Sequence[Entity]) -> None:
+        """Label the spans of gold entities a window holds without their partner (their pair crosses
+        windows): they are entities all the same, not negatives."""
+        index = {span: k for k, span in enumerate(encoded.spans)}
+        for entity in entities:
+            k = index.get(entity.span) if entity.span is not None else None
+            if k is not None and not encoded.span_labels[k]:
+                encoded.span_labels[k] = 1 + ENTITY_TYPES.index(entity.type)
+
     # -- prediction -----------------------------------------------------------------------------
     def predict(self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False) -> list[list[Quintuple]]:
-        """The quintuples of each post, batched; raises :class:`InputTooLong` before any work.
+        """The quintuples of each post, batched; a post longer than ``max_length`` is read in windows
+        (:mod:`kecpm.extractor.windows`); a post without words (only URLs, emoji or punctuation) gets
+        none, with a warning naming it.
 
         >>> model.predict([Post(id="p1", text="Alva Brenner signs with Oakline FC")])  # doctest: +SKIP
         """
@@ -170,22 +231,38 @@ class SpanPairExtractor(Extractor):
 
         if self.network is None:
             raise RuntimeError("the model is not trained: call fit() or load() first")
-        encoded = [self.inputs.encode(p, with_labels=False) for p in posts]
+        readable = [i for i, post in enumerate(posts) if has_words(post.tokens)]
+        if len(readable) < len(posts):
+            for post in (p for p in posts if not has_words(p.tokens)):
+                logger.warning("record %r: %s", post.id, NO_WORDS)
+        units = self._encode([posts[i] for i in readable], with_labels=False)
         self._log_stats()
         # Similar lengths share a batch, so little padding is computed.
-        order = sorted(range(len(posts)), key=lambda i: len(encoded[i].ids))
+        order = sorted(range(len(units)), key=lambda u: len(units[u][2].ids))
         results: list[list[Quintuple]] = [[] for _ in posts]
+        windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
         was_training = self.network.training
         self.network.eval()
         with torch.inference_mode():
             for chunk in tqdm(list(batches(order, batch_size)), desc="predict", disable=not progress):
-                examples = [encoded[i] for i in chunk]
-                for i, quintuples in zip(chunk, self._decode_batch([posts[i] for i in chunk], examples), strict=True):
-                    results[i] = quintuples
+                examples = [units[u][2] for u in chunk]
+                for u, scored in zip(chunk, self._score_batch(examples), strict=True):
+                    i, window, encoded = units[u]
+                    if window is None:
+                        post = posts[readable[i]]
+                        results[readable[i]] = select_quintuples(post, encoded.spans, scored, self.config)
+                    else:
+                        windowed.setdefault(i, []).append((window, encoded.spans, scored))
         self.network.train(was_training)
+        for i, found in windowed.items():
+            found.sort(key=lambda part: part[0].start)
+            spans, scored = merge_pairs(found)
+            quintuples = select_quintuples(posts[readable[i]], spans, scored, self.config)  # type: ignore[arg-type]
+            results[readable[i]] = one_reading_per_entity(quintuples)
         return results
 
-    def _decode_batch(self, posts: Sequence[Post], examples: Sequence[EncodedPost]) -> list[list[Quintuple]]:
+    def _score_batch(self, examples: Sequence[EncodedPost]) -> list[list[tuple[PairChoice, int, int]]]:
+        """Per example, its scored candidate pairs ``(choice, head span index, tail span index)``."""
         t = self.inputs.batch(examples)
         hidden = self.network.encode(t["ids"], t["mask"], t["types"])
         vectors = self.network.spans(hidden, t)
@@ -210,7 +287,7 @@ class SpanPairExtractor(Extractor):
             for (b, h, tl), choice in zip(rows, choices, strict=True):
                 if choice is not None:
                     scored[b].append((choice, h, tl))
-        return [select_quintuples(p, e, s, self.config) for p, e, s in zip(posts, examples, scored, strict=True)]
+        return scored
 
     def quantized(self) -> SpanPairExtractor:
         """An inference-only copy whose encoder's linear layers run in int8 (dynamic quantization).

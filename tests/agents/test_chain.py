@@ -72,9 +72,14 @@ def test_demonstration_answers_in_the_annotators_style(posts: list[Post]) -> Non
 
 def test_long_text_is_cut_with_a_warning() -> None:
     post = Post(id="long", text="word " * 5000)
-    variables, warnings = prompt_variables(post, max_text_chars=100)
-    assert len(variables["text"]) == 100
-    assert warnings and "cut to 100" in warnings[0]
+    variables, warnings = prompt_variables(post, max_text_chars=102)
+    assert variables["text"] == " ".join(["word"] * 20)  # whole words only: 99 of the 102 characters
+    assert warnings == [
+        "text of 24,999 characters cut to 102 for the knowledge prompts (its first 20 of 5,000 words); "
+        "the extractor reads it all"
+    ]
+    unbroken, _ = prompt_variables(Post(id="one", text="x" * 300), max_text_chars=100)
+    assert unbroken["text"] == "x" * 100  # a single word longer than the limit is cut inside it
 
 
 def test_critique_is_shown_to_revise_statement_by_statement() -> None:

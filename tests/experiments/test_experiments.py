@@ -197,3 +197,28 @@ def test_the_cli_runs_a_grid_file_and_reports_bad_ones(tmp_path):
     assert missing.exit_code == 1 and "no such grid file" in missing.output
     both = CliRunner().invoke(app, ["experiment"])
     assert both.exit_code == 2
+
+
+def test_a_dry_run_of_a_grid_sends_nothing_and_counts_shared_calls_once(loopback, tmp_path):
+    from kecpm.experiments import estimate_experiment
+
+    loopback.reset()
+    grid = tiny_grid(loopback.base_url, axes={"generate": ["generate@v1"], "knowledge_sentences": [1, 2]})
+    estimate = estimate_experiment(grid, tmp_path / "dry")
+    assert loopback.stats()["requests"] == 0
+    # two cells that differ only in the extractor share every call: 12 posts x 3 calls, counted once
+    assert estimate.posts == 24 and estimate.total().calls_max == 36
+    grid_file = _grid_file(tmp_path, loopback)
+    cli = CliRunner().invoke(app, ["experiment", "--grid", str(grid_file), "--out", str(tmp_path / "g"), "--dry-run"])
+    assert cli.exit_code == 0, cli.output
+    assert "dry run" in cli.output and loopback.stats()["requests"] == 0
+
+
+def _grid_file(tmp_path: Path, loopback) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        'name = "dry"\nseeds = [1]\nepochs = 1\nsynthetic_size = [4, 2]\n'
+        f'[pipeline]\nrounds = 0\n[pipeline.llm]\nbase_url = "{loopback.base_url}"\nmodel = "loopback"\n'
+        '[axes]\ngenerate = ["generate@v1", "generate@v2"]\n'
+    )
+    return path

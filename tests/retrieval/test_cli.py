@@ -79,3 +79,34 @@ def test_build_the_human_pool(real_data: Path, tmp_path: Path, embeddings: MiniL
         ],
     )
     assert json.loads(answer.output)[0]["demonstration"]["source"] == "human"
+
+
+def test_the_prompts_file_as_a_pool_is_recognised(tmp_path: Path) -> None:
+    prompts = tmp_path / "train_answers_of_top2.json"
+    prompts.write_text(json.dumps({"prompt": "Text:a\nImage descriptions:b\nAnswer:c", "content": "d"}) + "\n")
+    built = runner.invoke(app, ["index", "build", "--pool", str(prompts), "--store", str(tmp_path / "s")])
+    assert built.exit_code == 1
+    (line,) = built.output.strip().splitlines()
+    assert line.startswith(f"error: {prompts}: a file of KECPM prompts") and "--pool human" in line
+    assert "missing field" not in built.output and not (tmp_path / "s").exists()
+
+
+def test_a_store_built_with_other_embeddings_says_which_and_what_to_do(
+    tmp_path: Path, embeddings: MiniLMEmbeddings
+) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from kecpm.retrieval import DemonstrationStore, demonstrations_from_posts
+    from kecpm.synthetic import synthetic_posts
+
+    store = tmp_path / "fake-store"
+    built = DemonstrationStore(store, DeterministicFakeEmbedding(size=32), create=True)
+    built.add(demonstrations_from_posts(synthetic_posts(4)))
+    answer = runner.invoke(app, ["index", "query", "Nora Lind", "--store", str(store)])
+    assert answer.exit_code == 1
+    (line,) = answer.output.strip().splitlines()
+    assert line == (
+        f"error: {store}: collection 'kecpm-demonstrations' was built with DeterministicFakeEmbedding (32 "
+        f"dimensions), but opened with sentence-transformers/all-MiniLM-L6-v2 (384 dimensions); open it with "
+        "the same embeddings, or build another store"
+    )

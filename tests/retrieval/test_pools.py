@@ -136,3 +136,13 @@ def test_the_real_human_pool_has_about_43_demonstrations(real_data: Path) -> Non
     assert len({d.id for d in demos}) == len(demos)
     assert all(d.text and d.image_description and d.answer and "Reasoning:" in d.answer for d in demos)
     assert sum(len(d.quintuples) for d in demos) >= len(demos) - 3
+
+
+def test_the_prompts_file_given_as_a_labelled_pool_points_to_the_human_pool(tmp_path: Path) -> None:
+    path = write_prompts(tmp_path / "train_answers_of_top2.json", prompt(BLOCK_A, BLOCK_B))
+    with pytest.raises(DataError) as caught:
+        load_pool(path)
+    (problem,) = caught.value.problems
+    assert problem.source == str(path)
+    assert "a file of KECPM prompts" in problem.message and "use the pool 'human'" in problem.message
+    assert "--pool human" in problem.message and "missing field" not in str(caught.value)

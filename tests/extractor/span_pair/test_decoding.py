@@ -49,8 +49,10 @@ def test_selection_keeps_one_direction_and_at_least_one_pair():
     choice = choose_pairs(*_probabilities("member_of", "per", "org"), schema={}, type_constraints=False)[0]
     reverse = (0.6, *choice[1:])
     config = SpanPairConfig()
-    (quintuple,) = select_quintuples(post, encoded, [(reverse, 1, 0), (choice, 0, 1)], config)
+    (quintuple,) = select_quintuples(post, encoded.spans, [(reverse, 1, 0), (choice, 0, 1)], config)
     assert quintuple.surface() == ("Ann Lee", "per", "Oakline FC", "org", "member_of")
     weak = (0.2, *choice[1:])
-    assert len(select_quintuples(post, encoded, [(weak, 0, 1)], config)) == 1  # the best pair in any case
-    assert select_quintuples(post, encoded, [(weak, 0, 1)], config.model_copy(update={"at_least_one": False})) == []
+    assert len(select_quintuples(post, encoded.spans, [(weak, 0, 1)], config)) == 1  # the best pair in any case
+    assert (
+        select_quintuples(post, encoded.spans, [(weak, 0, 1)], config.model_copy(update={"at_least_one": False})) == []
+    )

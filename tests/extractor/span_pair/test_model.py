@@ -45,10 +45,14 @@ def test_load_in_another_process_gives_identical_predictions(trained_tiny, synth
     assert len(read_predictions(there)) == len(val)
 
 
-def test_a_post_over_the_limit_is_a_clear_error(trained_tiny):
+def test_a_word_longer_than_a_window_is_a_clear_error(trained_tiny):
     model, _ = trained_tiny
-    long_post = Post(id="long-one", text=" ".join(["word"] * 200))
-    with pytest.raises(InputTooLong, match="record 'long-one'"):
+    # 60 CJK characters in one word: 60 subword tokens, over the 48-token window of a 96-token model
+    word = "".join(chr(0x4E00 + i) for i in range(60))
+    long_post = Post(id="long-one", tokens=["word"] * 100 + [word])
+    with pytest.raises(
+        InputTooLong, match=r"record 'long-one': word 101 alone needs 60 tokens, over the \d+ of a window"
+    ):
         model.predict([long_post])
 
 
