@@ -5,6 +5,7 @@ A file holds the fields below at its top level (or under a ``[pipeline]`` table)
     store = "runs/demo/store"        # a folder (embedded Chroma) or http://HOST:PORT; omit for no demonstrations
     extractor = "runs/demo/model"    # a model folder written by `kecpm train` / `kecpm run`
     rounds = 1
+    ray = "auto"                     # batch work on a Ray cluster: auto, local or HOST:PORT (omit: this process)
     [selection]
     k = 2
     text_weight = 0.5
@@ -17,6 +18,8 @@ A file holds the fields below at its top level (or under a ``[pipeline]`` table)
     output_price = 0.60
     [budget]                         # optional: the run stops before crossing it (cost and/or tokens)
     cost = 0.50
+    [cluster]                        # with ray: how batch work spreads (kecpm.pipeline.ClusterSettings)
+    workers = 4
 
 Environment variables fill what the file or the code leave unset; explicit values win. The LLM's
 settings are ``KECPM_LLM_<FIELD>`` (``KECPM_LLM_BASE_URL``, ``KECPM_LLM_MODEL``, ...; the one
