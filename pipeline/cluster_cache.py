@@ -45,6 +45,8 @@ _FORWARDED = (
     "failures",
     "runs",
     "export_kecpm",
+    "call_stage",
+    "history",
 )
 
 
