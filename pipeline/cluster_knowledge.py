@@ -63,6 +63,8 @@ def build_knowledge_on_cluster(
             "a cluster build needs an LLM endpoint every node can reach (--llm URL / llm.base_url): "
             "the embedded model runs inside one process"
         )
+    if config.budget is not None:  # each task would hold the whole budget: refused rather than overspent
+        raise KecpmError("a budget is not held across a Ray cluster's tasks yet: build with --ray or a budget")
     if config.knowledge_cache is None:
         raise KecpmError("a cluster build needs a call cache (knowledge_cache): it is how the nodes share calls")
     from tqdm.auto import tqdm
