@@ -179,6 +179,9 @@ def build(
     if store is None:
         err_console.print("[yellow]note:[/yellow] no --store: the prompts carry no demonstrations")
     guard = spend_guard(spend_limit(budget, budget_tokens), config)
+    if ray is not None and guard is not None:
+        print_error(KecpmError("a budget is not held across a Ray cluster's tasks yet: build with --ray or a budget"))
+        raise typer.Exit(2)
     builder = knowledge_builder(
         pipeline, progress=progress, server_log=out / "llm_server.log" if config.embedded else None, spend=guard
     )
