@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...labels import Relation
 from ..checkpoint import CheckpointError
 
 __all__ = ["SpanPairConfig", "default_encoder_path"]
@@ -48,3 +49,14 @@ class SpanPairConfig(BaseModel):
     max_entities: int = 8
     at_least_one: bool = True
     type_constraints: bool = True
+    one_type_per_entity: bool = Field(
+        default=False,
+        description="each entity keeps its span's most likely type in all its pairs (with type_constraints; "
+        "a pair whose two types no training relation had falls back to the joint choice)",
+    )
+    text_order_relations: tuple[Relation, ...] = Field(
+        default=(),
+        description="relations written head first in text order (the symmetric ones: in the KECPM data peer, "
+        "couple, neighbor, alternate_names put the earlier entity first 95-100 % of the time); "
+        "their quintuples are turned that way round at decoding",
+    )
