@@ -35,8 +35,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]
-ENTITY_GRID = [0.3, 0.4, 0.5, 0.6, 0.7]
-RELATION_GRID = [0.3, 0.4, 0.5, 0.6, 0.7]
+ENTITY_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+RELATION_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
 VARIANTS: dict[str, dict] = {
     "base": {},
     "one_type": {"one_type_per_entity": True},
