@@ -15,7 +15,8 @@ on val, per data seed, each decoding variant:
 Plain val: the ``full`` model, thresholds chosen on all of val. Split-val: each half is predicted by
 the model selected on the other half, with the thresholds chosen on that other half
 (``kecpm.eval.cross_select``), pooled and scored on all of val. Each variant's gain over ``base`` is
-given as the mean +- std of its per-seed differences.
+given as the mean +- std of its per-seed differences. Rows go to ``OUT/runs.json``; a rerun skips the
+(setting, seed) pairs already there with the same grid, so seeds can be added as their models appear.
 
     nice -n 5 .venv/bin/python benchmarks/extractor_decoding.py --models runs/models --out runs/decoding
 
@@ -207,23 +208,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = args.data or require_data_dir() / "jmere" / "few_shot"
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    log = args.out / "runs.json"
+    # A rerun keeps the seeds already studied with the same grid (seeds can be added as models appear).
+    grid = [ENTITY_GRID, RELATION_GRID]
+    rows = [r for r in (json.loads(log.read_text()) if log.exists() else []) if r.get("grid") == grid]
     for preset in args.presets:
         for seed in args.seeds:
+            if any(r["preset"] == preset and r["seed"] == seed for r in rows):
+                continue
             folder = args.models / f"{preset}_seed{seed}"
             if not (folder / "full").is_dir():
                 print(f"{folder}: no saved models, skipped", file=sys.stderr)
                 continue
             val = load_split(data / f"seed_{seed}", "val")
             found = study_one(folder, val, seed)
-            rows += [{"preset": preset, **r} for r in found]
+            rows += [{"preset": preset, "grid": grid, **r} for r in found]
             for r in found:
                 print(
                     f"{preset} seed {seed} {r['variant']}: {100 * r['paper_micro_f1']:.1f} / "
                     f"split {100 * r['split_paper_micro_f1']:.1f}",
                     flush=True,
                 )
-            (args.out / "runs.json").write_text(json.dumps(rows, indent=1, default=str))
+            log.write_text(json.dumps(rows, indent=1, default=str))
             (args.out / "table.md").write_text(
                 "Decoding variants on saved span-pair models; each cell: plain val / split-val, mean ± std over "
                 "seeds; gain over base: mean ± std of the per-seed differences.\n\n" + table(rows)
