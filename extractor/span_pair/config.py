@@ -6,6 +6,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...labels import Relation
 from ..checkpoint import CheckpointError
 
 __all__ = ["SpanPairConfig", "default_encoder_path"]
@@ -63,6 +64,17 @@ class SpanPairConfig(BaseModel):
     max_entities: int = 8
     at_least_one: bool = True
     type_constraints: bool = True
+    one_type_per_entity: bool = Field(
+        default=False,
+        description="each entity keeps its span's most likely type in all its pairs (with type_constraints; "
+        "a pair whose two types no training relation had falls back to the joint choice)",
+    )
+    text_order_relations: tuple[Relation, ...] = Field(
+        default=(),
+        description="relations written head first in text order (the symmetric ones: in the KECPM data peer, "
+        "couple, neighbor, alternate_names put the earlier entity first 95-100 % of the time); "
+        "their quintuples are turned that way round at decoding",
+    )
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:

@@ -283,6 +283,7 @@ class SpanPairExtractor(Extractor):
                 span_probs[tails],
                 schema=self.schema,
                 type_constraints=self.config.type_constraints,
+                one_type_per_entity=self.config.one_type_per_entity,
             )
             for (b, h, tl), choice in zip(rows, choices, strict=True):
                 if choice is not None:
