@@ -38,7 +38,9 @@ from .schemas import (
 
 # The LangChain agent pulls in LangChain's agent machinery: imported on first use.
 _LAZY = {
+    "KnowledgeRunnable": ".runnable",
     "AGENT_RECURSION_LIMIT": ".agent",
+    "AgentAnswer": ".agent",
     "PipelineSteps": ".agent",
     "create_kecpm_agent": ".agent",
     "pipeline_tools": ".agent",
@@ -51,6 +53,7 @@ __all__ = [
     "AGENT_RECURSION_LIMIT",
     "DEFAULT_TEMPLATES",
     "STAGES",
+    "AgentAnswer",
     "BuildReport",
     "CachedCall",
     "Critique",
@@ -62,6 +65,7 @@ __all__ = [
     "KnowledgeChain",
     "KnowledgeFailure",
     "KnowledgeResult",
+    "KnowledgeRunnable",
     "PipelineSteps",
     "Stage",
     "StatementCheck",

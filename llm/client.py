@@ -61,6 +61,14 @@ class ChatClient:
             kwargs["extra_body"] = {"max_tokens": config.max_tokens}
         else:
             kwargs["max_tokens"] = config.max_tokens
+        if config.requests_per_second is not None:
+            from langchain_core.rate_limiters import InMemoryRateLimiter
+
+            kwargs["rate_limiter"] = InMemoryRateLimiter(
+                requests_per_second=config.requests_per_second,
+                check_every_n_seconds=min(0.1, 0.5 / config.requests_per_second),
+                max_bucket_size=config.burst,
+            )
         self.model: ChatOpenAI = ChatOpenAI(
             model=config.model,
             temperature=config.temperature,

@@ -13,7 +13,6 @@ indexed, retrieved and extracted by its text alone, and counted in ``stages.json
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..aio import run_sync
 from ..errors import KecpmError
 from ..hashing import content_key, file_sha256
 from ..post_files import load_split, read_kecpm, write_kecpm
@@ -255,7 +255,7 @@ class _Run:
         )
 
         def build() -> dict[str, Any]:
-            return asyncio.run(self._build_knowledge(train, val, paths))
+            return run_sync(self._build_knowledge(train, val, paths))
 
         self._stage("knowledge", key, list(paths.values()), build)
         return read_kecpm(paths["train"]), read_kecpm(paths["eval"])
