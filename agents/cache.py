@@ -1,6 +1,7 @@
 """The persistent cache of a knowledge build: every finished LLM call, every post's result and failure.
 
-One SQLite file in WAL mode. Each finished call is committed the moment its answer is parsed, under a
+One SQLite file in WAL mode. Each finished call is handed to the cache's writer thread the moment its
+answer is parsed (committed within milliseconds, in order, always before the result of its post), under a
 content hash of what determines it (the rendered messages, which hold the post, its demonstrations and
 the earlier rounds' outputs; the template's name and version; the model and its parameters; the
 output schema). So a rerun makes no call that finished before, an interrupted build (a crash, a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import queue
 import socket
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS claims (
 
 _HOST = socket.gethostname()
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class CachedCall:
@@ -252,6 +255,19 @@ class KnowledgeCache:
         """:meth:`put_call` through the writer thread; returns once the call is committed."""
         await asyncio.wrap_future(self._write(_put_call_op(key, stage, template, model, output, usage)))
 
+    def put_call_soon(
+        self, key: str, *, stage: str, template: str, model: str, output: dict[str, Any], usage: Usage
+    ) -> Future[None]:
+        """Queue :meth:`put_call` on the writer thread and return at once.
+
+        Writes commit in order: a result queued after (``aput_result``) lands with or after its calls, so a
+        post reported done has all its calls stored, and a write lock held elsewhere stalls no post's next
+        call. A failed write is logged (and the result write that follows it fails loudly).
+        """
+        future = self._write(_put_call_op(key, stage, template, model, output, usage))
+        future.add_done_callback(_log_failed_write)
+        return future
+
     async def arenew(self, key: str) -> None:
         await asyncio.wrap_future(self._write(_renew_op(key, self.owner, self.lease_s)))
 
@@ -386,6 +402,11 @@ class _Writer:
         for op, future in batch:
             if op is None:
                 _resolve(future, None, None)
+
+
+def _log_failed_write(future: Future[Any]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.error("the knowledge cache could not store a call: %s", error)
 
 
 def _resolve(future: Future[Any], result: Any, error: BaseException | None) -> None:

@@ -393,9 +393,8 @@ class KnowledgeChain:
         try:
             output, usage = await self._ask(stage, messages)
             dumped = output.model_dump()
-            await self.cache.aput_call(
-                key, stage=stage, template=ref, model=self.model_name, output=dumped, usage=usage
-            )
+            # Queued, not awaited: the next stage starts at once; the post's result commits after it.
+            self.cache.put_call_soon(key, stage=stage, template=ref, model=self.model_name, output=dumped, usage=usage)
         except BaseException as exc:
             self.cache.release_soon(key)
             if not waiting.done():

@@ -62,8 +62,18 @@ def default_retry_policies() -> dict[str, RetryPolicy]:
     }
 
 
-def graph_builder(pipeline: KECPMPipeline, *, retry: Mapping[str, RetryPolicy] | None = None) -> StateGraph:
-    """The uncompiled ``StateGraph`` (add nodes or edges of your own, then ``compile``)."""
+def graph_builder(
+    pipeline: KECPMPipeline,
+    *,
+    retry: Mapping[str, RetryPolicy] | None = None,
+    state_schema: type = PipelineState,
+    finish: bool = True,
+) -> StateGraph:
+    """The uncompiled ``StateGraph``: add nodes or edges of your own, then ``compile``.
+
+    ``state_schema`` may extend :class:`PipelineState` with keys of your nodes; ``finish=False`` leaves
+    the edge out of ``extract`` so that your own nodes follow it.
+    """
     from langchain_core.runnables import RunnableLambda
     from langgraph.graph import END, START, StateGraph
 
@@ -87,7 +97,7 @@ def graph_builder(pipeline: KECPMPipeline, *, retry: Mapping[str, RetryPolicy] |
         return {"quintuples": _dump(quintuples)}
 
     policies = {**default_retry_policies(), **(retry or {})}
-    graph = StateGraph(PipelineState)
+    graph = StateGraph(state_schema)
     for name, node in (("retrieve", retrieve), ("knowledge", knowledge), ("extract", extract)):
         graph.add_node(
             name, RunnableLambda(_blocking(pipeline, node), afunc=node, name=name), retry_policy=policies[name]
@@ -95,7 +105,8 @@ def graph_builder(pipeline: KECPMPipeline, *, retry: Mapping[str, RetryPolicy] |
     graph.add_edge(START, "retrieve")
     graph.add_edge("retrieve", "knowledge")
     graph.add_edge("knowledge", "extract")
-    graph.add_edge("extract", END)
+    if finish:
+        graph.add_edge("extract", END)
     return graph
 
 

@@ -66,7 +66,7 @@ async def test_astream_events_show_the_three_steps(config):
         async for event in pipeline.astream_events(POST, version="v2"):
             if event["event"] == "on_chain_end":
                 names.append(event["name"])
-    for step in ("retrieve_demonstrations", "build_knowledge", "extract_quintuples", "kecpm_pipeline"):
+    for step in ("retrieve", "knowledge", "generate", "critique", "revise", "extract", "kecpm_pipeline"):
         assert step in names
     assert names[-1] == "kecpm_pipeline"
 
