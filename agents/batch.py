@@ -118,7 +118,10 @@ class KnowledgeBuilder:
                 await self._server.__aenter__()
                 url = self._server.base_url
                 config = config.model_copy(update={"max_tokens_param": "max_tokens"})
-            self._client = ChatClient(config, base_url=url, max_connections=max(self.concurrency * 2, 16))
+            # In a thread: the first one imports openai and langchain-openai (seconds on a busy machine).
+            self._client = await asyncio.to_thread(
+                ChatClient, config, base_url=url, max_connections=max(self.concurrency * 2, 16)
+            )
             model = self._client.model
             options.update(
                 structured_method=config.structured_method,
