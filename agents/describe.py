@@ -11,8 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..hashing import content_key
 from ..prompts import load_template
+from .cache import CachedCall
 from .images import image_part
+from .schemas import Usage
 
 if TYPE_CHECKING:
     from .batch import KnowledgeBuilder
@@ -31,7 +34,8 @@ async def describe_image(
     """One sentence on what the image shows; ImageError when the image cannot be read.
 
     The template is looked up in the chain's ``template_dirs`` first; the call goes through the chain's
-    retry policy; Pillow decodes in a worker thread, off the event loop.
+    retry policy and its cache (the same image and template: no second call); Pillow decodes in a worker
+    thread, off the event loop.
     """
     from langchain_core.messages import HumanMessage
 
@@ -41,10 +45,30 @@ async def describe_image(
     prompt = load_template(template, search_dirs=chain.template_dirs)
     messages = prompt.chat_prompt().format_messages()
     messages[-1] = HumanMessage(content=[{"type": "text", "text": messages[-1].text}, part])
-    async for attempt in chain.retry.copy():
-        with attempt:
-            answer = await chain.model.ainvoke(messages, {"run_name": "describe_image", "tags": ["kecpm"]})
-    return " ".join(answer.text.split())
+    key = content_key(
+        stage="describe",
+        template=prompt.ref,
+        messages=[(m.type, m.content) for m in messages],
+        model=chain.model_name,
+        params=chain.params,
+    )
+    if chain.cache is not None and isinstance(hit := await chain.cache.alookup(key), CachedCall):
+        return str(hit.output["description"])
+    try:
+        async for attempt in chain.retry.copy():
+            with attempt:
+                answer = await chain.model.ainvoke(messages, {"run_name": "describe_image", "tags": ["kecpm"]})
+    except BaseException:
+        if chain.cache is not None:
+            chain.cache.release_soon(key)
+        raise
+    description = " ".join(answer.text.split())
+    if chain.cache is not None:
+        chain.cache.put_call_soon(
+            key, stage="describe", template=prompt.ref, model=chain.model_name,
+            output={"description": description}, usage=Usage(calls=1),
+        )  # fmt: skip
+    return description
 
 
 def _image_part(image_path: Path | None, image_bytes: bytes | None, max_side: int) -> dict[str, Any]:

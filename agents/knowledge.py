@@ -140,7 +140,9 @@ def _structured(model: BaseChatModel, schema: type[BaseModel], method: str) -> R
 
     For function calling it binds the tool and parses the call itself: the same request as
     ``with_structured_output(method="function_calling", include_raw=True)``, without that wrapper's
-    per-call cost (it re-derives the JSON schema for tracing on every call; a ~1 ms floor at scale).
+    per-call cost (it re-derives the JSON schema for tracing on every call). Measured with
+    benchmarks/structured_output_bench.py (fake model, no HTTP, 2 cores at load 17): 1.43 ms of CPU per
+    call here against 4.92 ms for the library wrapper (3.4x).
     """
     from langchain_core.output_parsers.openai_tools import PydanticToolsParser
     from langchain_core.runnables import RunnableLambda

@@ -28,7 +28,9 @@ class ChatClient:
     """A ``ChatOpenAI`` over an ``AsyncOpenAI`` client that this object owns and closes.
 
     The client is built with ``max_retries=0``: retries belong to the chain's tenacity policy, which
-    honours Retry-After and records what it did. Use it as ``async with``; closing matters (a dropped
+    honours Retry-After and records what it did. It is kept over the SDK's own retries because it works
+    for any LangChain chat model (not only OpenAI's client) and counts every retry in the build report;
+    it adds no request of its own. Use it as ``async with``; closing matters (a dropped
     client can leave later sockets unpolled).
     """
 
