@@ -159,14 +159,25 @@ async def test_the_graph_resumes_after_an_interrupt_without_a_new_llm_call(confi
     assert [d["id"] for d in done["demonstrations"]] == [d["id"] for d in paused["demonstrations"]]
 
 
-def test_the_graph_runs_sync_with_retry_policies(config, server):
+def test_the_graph_runs_sync_extends_and_has_retry_policies(config, server):
+    from langgraph.graph import END
+
     from kecpm.llm import LLMCallError
+    from kecpm.pipeline import PipelineState, graph_builder
     from kecpm.pipeline.graph import default_retry_policies, transient
 
+    class Counted(PipelineState, total=False):
+        count: int
+
     with KECPMPipeline(config) as pipeline:
-        graph = build_graph(pipeline, checkpointer=False)
-        done = graph.invoke({"post": TEXT})
+        done = build_graph(pipeline, checkpointer=False).invoke({"post": TEXT})
+        builder = graph_builder(pipeline, state_schema=Counted, finish=False)
+        builder.add_node("count", lambda state: {"count": len(state["quintuples"])})
+        builder.add_edge("extract", "count")
+        builder.add_edge("count", END)
+        extended = builder.compile().invoke({"post": TEXT})
     assert done["knowledge"]["knowledge"] and "quintuples" in done
+    assert extended["count"] == len(extended["quintuples"])
     policies = default_retry_policies()
     assert policies["extract"].max_attempts == 1 and policies["knowledge"].max_attempts == 2
     assert transient(LLMCallError("x", kind="timeout")) and not transient(
@@ -183,3 +194,14 @@ async def test_rate_limit_from_the_config(loopback_llm, server) -> None:
         elapsed = asyncio.get_running_loop().time() - started
     assert elapsed >= 0.5, elapsed  # 4 requests at 5 per second: at least 3 waits of 0.2 s
     assert "requests_per_second" not in limited.call_params()  # it does not change answers: not in cache keys
+
+
+def test_close_closes_the_builders_of_stopped_loops(config, server):
+    pipeline = KECPMPipeline(config)
+    for _ in range(2):  # two event loops, each closed after its run: the builders stay behind
+        asyncio.run(pipeline.ainvoke(POST))
+    builders = list(pipeline._builders.values())
+    assert len(builders) == 2
+    pipeline.close()
+    assert not pipeline._builders
+    assert all(b.cache is None and b._client is None for b in builders)
