@@ -28,7 +28,9 @@ class ChatClient:
     """A ``ChatOpenAI`` over an ``AsyncOpenAI`` client that this object owns and closes.
 
     The client is built with ``max_retries=0``: retries belong to the chain's tenacity policy, which
-    honours Retry-After and records what it did. Use it as ``async with``; closing matters (a dropped
+    honours Retry-After and records what it did. It is kept over the SDK's own retries because it works
+    for any LangChain chat model (not only OpenAI's client) and counts every retry in the build report;
+    it adds no request of its own. Use it as ``async with``; closing matters (a dropped
     client can leave later sockets unpolled).
     """
 
@@ -61,6 +63,14 @@ class ChatClient:
             kwargs["extra_body"] = {"max_tokens": config.max_tokens}
         else:
             kwargs["max_tokens"] = config.max_tokens
+        if config.requests_per_second is not None:
+            from langchain_core.rate_limiters import InMemoryRateLimiter
+
+            kwargs["rate_limiter"] = InMemoryRateLimiter(
+                requests_per_second=config.requests_per_second,
+                check_every_n_seconds=min(0.1, 0.5 / config.requests_per_second),
+                max_bucket_size=config.burst,
+            )
         self.model: ChatOpenAI = ChatOpenAI(
             model=config.model,
             temperature=config.temperature,

@@ -3,6 +3,7 @@
 - :class:`PipelineConfig`: what the pipeline is made of (store, LLM, templates, rounds, extractor).
 - :mod:`~kecpm.pipeline.stages`: the three stage objects every path runs.
 - :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
+- :func:`build_graph`: the method as a LangGraph graph, one node per stage, checkpointed and resumable.
 - :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
   with a provenance :class:`Manifest`; :func:`estimate_method` its LLM spend, sending nothing.
 
@@ -20,6 +21,10 @@ from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
 # The Runnable and the batch run pull in LangChain's runnables and the stages' heavy parts: on first use.
 _LAZY = {
+    "PipelineState": ".graph",
+    "build_graph": ".graph",
+    "graph_builder": ".graph",
+    "sqlite_checkpointer": ".graph",
     "ImageDescriptionRequired": ".runnable",
     "KECPMPipeline": ".runnable",
     "PipelineResult": ".runnable",
@@ -39,13 +44,17 @@ __all__ = [
     "Manifest",
     "PipelineConfig",
     "PipelineResult",
+    "PipelineState",
     "RetrieveDemonstrations",
     "RunConfig",
     "RunResult",
+    "build_graph",
     "estimate_method",
     "git_revision",
+    "graph_builder",
     "is_secret_name",
     "knowledge_builder",
     "redact",
     "run_method",
+    "sqlite_checkpointer",
 ]

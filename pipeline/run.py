@@ -13,7 +13,6 @@ indexed, retrieved and extracted by its text alone, and counted in ``stages.json
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..agents import BudgetStopped, SpendEstimate, SpendEstimator, SpendGuard
+from ..aio import run_sync
 from ..errors import KecpmError
 from ..hashing import content_key, file_sha256
 from ..post_files import load_split, read_kecpm, write_kecpm
@@ -177,7 +177,7 @@ class _Run:
         if self.config.knowledge != "llm":
             return into.estimate if into is not None else SpendEstimate()
         builder = knowledge_builder(self.pipeline)
-        return asyncio.run(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
+        return run_sync(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
 
     # -- stages ------------------------------------------------------------------------------------
     def _data(self) -> tuple[list[Post], list[Post]]:
@@ -281,7 +281,7 @@ class _Run:
         )
 
         def build() -> dict[str, Any]:
-            return asyncio.run(self._build_knowledge(train, val, paths))
+            return run_sync(self._build_knowledge(train, val, paths))
 
         self._stage("knowledge", key, list(paths.values()), build)
         return read_kecpm(paths["train"]), read_kecpm(paths["eval"])
