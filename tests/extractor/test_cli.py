@@ -32,7 +32,7 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best val micro_f1" in result.output
-    card = json.loads((out / "extractor.json").read_text())
+    card = json.loads((out / "config.json").read_text())
     assert card["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
     assert card["config"]["hidden_size"] == 32
     assert card["train_config"]["return_freed_memory"] is False
