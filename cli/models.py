@@ -76,6 +76,7 @@ def install(
     if result.returncode != 0:
         err_console.print(f"[red]error:[/red] pip failed (exit code {result.returncode}); see its output above")
         raise typer.Exit(result.returncode)
+    importlib.invalidate_caches()  # the import system's view of site-packages predates the install
     _show(models)
 
 
