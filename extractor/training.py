@@ -184,7 +184,9 @@ def train_with_early_stopping(
         score = float(validate())
         elapsed = time.perf_counter() - started
         report.history.append(EpochLog(epoch=epoch, loss=total / count, val_score=score, seconds=elapsed))
-        logger.info("epoch %d: loss %.4f, val %.4f (%.0f s)", epoch, total / count, score, elapsed)
+        # once on the terminal: beside the progress bars (tqdm.write keeps them whole), the log has it at debug
+        logger.log(logging.DEBUG if progress else logging.INFO, "epoch %d: loss %.4f, val %.4f (%.0f s)", epoch,
+                   total / count, score, elapsed)  # fmt: skip
         if progress:
             tqdm.write(f"epoch {epoch}: loss {total / count:.4f}  val {score:.4f}  ({elapsed:.0f} s)")
         if score > report.best_score:
