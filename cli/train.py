@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ._output import err_console
+
 if TYPE_CHECKING:
     from kecpm.records import Post
 
@@ -73,8 +75,6 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Fine-tune the extractor; the model with the best val score is saved to OUT."""
-    import logging
-
     from kecpm.eval import evaluate, make_scorer
     from kecpm.extractor import (
         GenerativeConfig,
@@ -87,7 +87,6 @@ def train(
     from kecpm.predictions import write_predictions
     from kecpm.prompts import load_template
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     parts = InputParts.preset(inputs)
     if knowledge_sentences is not None:
         parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
@@ -124,6 +123,16 @@ def train(
         config=config,
         checkpoint_dir=out,
         progress=not quiet,
+        data_files={
+            role: path
+            for role, path in (
+                ("train", train_path),
+                ("val", val_path),
+                ("train_knowledge", train_knowledge),
+                ("val_knowledge", val_knowledge),
+            )
+            if path is not None
+        },
     )
     predictions = model.predict(val_posts)
     write_predictions(out / "val_predictions.jsonl", predictions, img_ids=[p.img_id for p in val_posts])
@@ -136,15 +145,19 @@ def train(
 
 
 def predict(
-    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by kecpm train")],
+    model_dir: Annotated[
+        str, typer.Option("--model", help="a folder written by kecpm train, or a Hugging Face Hub id of one")
+    ],
     data: Annotated[Path, typer.Option("--data", help="posts to read (KECPM file)")],
     out: Annotated[Path, typer.Option("--out", help="predictions file (JSON Lines) to write")],
     knowledge: Annotated[Path | None, typer.Option(help="a KECPM file whose knowledge replaces the posts'")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     int8: Annotated[bool, typer.Option(help="int8 encoder (span-pair model): faster, ~2 F1 lower")] = False,
+    revision: Annotated[str | None, typer.Option(help="the Hub revision, for a Hub id")] = None,
 ) -> None:
     """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads."""
+    from kecpm.errors import KecpmError
     from kecpm.extractor import load_extractor
     from kecpm.predictions import write_predictions
 
@@ -153,11 +166,15 @@ def predict(
 
         torch.set_num_threads(threads)
     posts = _load_posts(data, knowledge)
-    model = load_extractor(model_dir)
-    if int8:
-        if not hasattr(model, "quantized"):
-            raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
-        model = model.quantized()
+    try:
+        model = load_extractor(model_dir, revision=revision)
+        if int8:
+            if not hasattr(model, "quantized"):
+                raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
+            model = model.quantized()
+    except KecpmError as exc:  # one sentence naming the folder (or torch) and what to do, not a traceback
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

@@ -323,6 +323,7 @@ class _Run:
     def _train(self, train: list[Post], val: list[Post]) -> None:
         from ..eval import make_scorer
         from ..extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
+        from ..extractor.checkpoint import CONFIG_FILE
         from ..prompts import load_template
 
         config = self.config
@@ -351,6 +352,7 @@ class _Run:
                 val,
                 scorer=make_scorer(mode="paper", metric="micro_f1"),
                 config=train_config,
+                data_files={"train": self.files["train"]},
             )
             _remove(folder)
             model.save(folder)
@@ -373,7 +375,7 @@ class _Run:
             )
             return {**json.loads(record.read_text(encoding="utf-8")), "reused": reused, "model": str(shared)}
 
-        self._stage("train", key, [model_dir / "extractor.json"], fit)
+        self._stage("train", key, [model_dir / CONFIG_FILE], fit)
         self.val_posts = val
 
     def _predict(self, val: list[Post]) -> Path:

