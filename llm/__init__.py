@@ -1,5 +1,6 @@
 """LLM access: configuration (one environment convention, ``KECPM_LLM_*``), the chat client (kecpm's lean
-chat model over its own HTTP pool, or ChatOpenAI), the embedded SmolLM2 server, and the retry policy. Used by the knowledge agent; imports only root modules.
+chat model over its own HTTP pool, or ChatOpenAI), the embedded SmolLM2 server, and the retry policy.
+Used by the knowledge agent; imports only root modules.
 
 >>> from kecpm.llm import ChatClient, LLMConfig
 >>> config = LLMConfig.from_env()  # KECPM_LLM_BASE_URL, KECPM_LLM_MODEL, ...; no base URL: the embedded SmolLM2
@@ -26,10 +27,15 @@ __all__ = [
     "LLMCallError",
     "LLMConfig",
     "LLMHTTPError",
+    "StructuredCall",
     "classify_error",
     "retry_policy",
     "smollm2_path",
+    "structured_runnable",
 ]
 
-# The chat model subclasses LangChain's BaseChatModel: imported on first use, so `import kecpm` stays light.
-__getattr__ = lazy_attributes(__name__, {"ChatCompletionsModel": ".chat_model"})
+# These subclass LangChain's classes: imported on first use, so `import kecpm` stays light.
+__getattr__ = lazy_attributes(
+    __name__,
+    {"ChatCompletionsModel": ".chat_model", "StructuredCall": ".structured", "structured_runnable": ".structured"},
+)

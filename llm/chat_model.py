@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
@@ -71,6 +71,17 @@ class ChatCompletionsModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # The base class finds these with hasattr on pydantic fields, a measurable cost at every call.
+        params = LangSmithParams(ls_provider="openai", ls_model_name=self.model_name, ls_model_type="chat")
+        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
+            params["ls_temperature"] = temperature
+        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
     @property
     def pool(self) -> HTTPPool:
         """The HTTP pool, opened on first use (in the running event loop)."""
@@ -101,7 +112,12 @@ class ChatCompletionsModel(BaseChatModel):
             body["stop"] = stop
         body.update(self.extra_body)
         body.update(kwargs)
-        return json.dumps(body, ensure_ascii=False).encode()
+        tools = body.pop("tools", None)
+        text = json.dumps(body, ensure_ascii=False)
+        if tools:
+            encoded = tools.json if isinstance(tools, _EncodedTools) else json.dumps(tools, ensure_ascii=False)
+            text = f'{text[:-1]}, "tools": {encoded}}}'
+        return text.encode()
 
     async def _agenerate(
         self,
@@ -151,7 +167,7 @@ class ChatCompletionsModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Tools in OpenAI's function format; ``tool_choice`` a tool's name (forced), ``"auto"``,
         ``"none"``, ``"required"``/``"any"``, ``True`` (the only tool) or an OpenAI tool-choice dict."""
-        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        formatted = _EncodedTools([convert_to_openai_tool(tool) for tool in tools])
         if tool_choice is not None and tool_choice is not False:
             kwargs["tool_choice"] = _tool_choice(tool_choice, formatted)
         return self.bind(tools=formatted, **kwargs)
@@ -196,6 +212,15 @@ class ChatCompletionsModel(BaseChatModel):
                 return {"raw": raw, "parsed": None, "parsing_error": exc}
 
         return bound | RunnableLambda(parse, name="parse_structured")
+
+
+class _EncodedTools(list):  # type: ignore[type-arg]
+    """Tools as ``bind_tools`` formats them, with their JSON encoded once: the same tools go out with
+    every call of a binding."""
+
+    def __init__(self, tools: list[dict[str, Any]]) -> None:
+        super().__init__(tools)
+        self.json = json.dumps(tools, ensure_ascii=False)
 
 
 def _tool_choice(choice: str | bool | dict[str, Any], tools: list[dict[str, Any]]) -> str | dict[str, Any]:

@@ -136,7 +136,9 @@ class HTTPPool:
             except _BadResponse as exc:
                 if connection is not None:
                     connection.close()
-                raise LLMCallError(f"{self.base_url} sent a malformed HTTP answer: {exc}", kind="malformed_response")
+                raise LLMCallError(
+                    f"{self.base_url} sent a malformed HTTP answer: {exc}", kind="malformed_response"
+                ) from None
             if keep and not self._closed:
                 connection.idle_since = time.monotonic()
                 self._idle.append(connection)
