@@ -20,13 +20,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
@@ -98,6 +99,41 @@ class ChatCompletionsModel(BaseChatModel):
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """``BaseChatModel.ainvoke``, straight to the endpoint when nothing would observe the call.
+
+        With no callback handler (none passed, inherited, from tracing or from the environment, as
+        LangChain itself decides), no LLM cache, no rate limiter and no v1 output conversion, the run
+        machinery around ``_agenerate`` (run managers, a task per call, result wrappers) has nothing to
+        do, yet it costs about a fifth of the client CPU of a call at 256 in flight. Otherwise: the base
+        class, unchanged.
+        """
+        config = ensure_config(config)
+        if not self._unobserved(config):
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        messages = self._convert_input(input).to_messages()
+        result = await self._agenerate(messages, stop=stop, **kwargs)
+        return result.generations[0].message  # type: ignore[return-value]
+
+    def _unobserved(self, config: RunnableConfig) -> bool:
+        if self.rate_limiter is not None or self.output_version == "v1":
+            return False
+        if self.cache is not False and (self.cache is not None or get_llm_cache() is not None):
+            return False
+        manager = AsyncCallbackManager.configure(
+            config.get("callbacks"), self.callbacks, self.verbose, config.get("tags"), self.tags
+        )
+        return not manager.handlers
 
     # requests
     def _payload(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> bytes:

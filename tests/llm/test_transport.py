@@ -259,3 +259,43 @@ async def test_the_environment_proxy_is_used_for_plain_http(monkeypatch) -> None
         finally:
             await model.aclose()
     assert proxy["requests"] == ["POST http://llm.example:8080/v1/chat/completions HTTP/1.1"]
+
+
+async def test_observed_calls_keep_langchains_run_machinery(server: LoopbackServer, monkeypatch) -> None:
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    class Recorder(AsyncCallbackHandler):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        async def on_chat_model_start(self, serialized, messages, **kwargs) -> None:
+            self.events.append("start")
+
+        async def on_llm_end(self, response, **kwargs) -> None:
+            self.events.append(f"end:{response.generations[0][0].message.usage_metadata['output_tokens'] > 0}")
+
+    through_base = []
+    original = BaseChatModel.agenerate
+
+    async def counting(self, *args, **kwargs):
+        through_base.append(1)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseChatModel, "agenerate", counting)
+    model = _model(server)
+    try:
+        await model.ainvoke(MESSAGES)  # nobody observes: straight to the endpoint
+        assert through_base == []
+        recorder = Recorder()
+        answer = await model.bind_tools([Knowledge], tool_choice="Knowledge").ainvoke(
+            MESSAGES, {"callbacks": [recorder]}
+        )
+        assert answer.tool_calls and recorder.events == ["start", "end:True"] and len(through_base) == 1
+        limited = _model(server, rate_limiter=InMemoryRateLimiter(requests_per_second=100))
+        await limited.ainvoke(MESSAGES)  # a rate limiter takes part: the base class runs it
+        assert len(through_base) == 2
+        await limited.aclose()
+    finally:
+        await model.aclose()
