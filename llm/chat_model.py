@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -62,7 +63,9 @@ class ChatCompletionsModel(BaseChatModel):
     max_connections: int = 256
     extra_body: dict[str, Any] = Field(default_factory=dict, description="more fields sent with every request")
 
-    _pool: HTTPPool | None = PrivateAttr(default=None)
+    _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTPPool] = PrivateAttr(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -85,20 +88,30 @@ class ChatCompletionsModel(BaseChatModel):
 
     @property
     def pool(self) -> HTTPPool:
-        """The HTTP pool, opened on first use (in the running event loop)."""
-        if self._pool is None:
+        """The HTTP pool of the running event loop, opened on first use: connections belong to the loop
+        that opened them, so a model called from several loops (sync wrappers on private loops) keeps
+        one pool per loop."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # A pool whose loop has ended can do nothing more: dropped (its sockets close with it).
+            for ended in [other for other in self._pools if other.is_closed()]:
+                del self._pools[ended]
             headers = {}
             if self.api_key is not None:
                 headers["authorization"] = f"Bearer {self.api_key.get_secret_value()}"
-            self._pool = HTTPPool(
+            pool = self._pools[loop] = HTTPPool(
                 self.base_url, headers=headers, max_connections=self.max_connections, timeout=self.timeout
             )
-        return self._pool
+        return pool
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
-            self._pool = None
+        """Close the pool of the running loop (a pool of another live loop is closed from that loop)."""
+        current = asyncio.get_running_loop()
+        for ended in [other for other in self._pools if other.is_closed()]:
+            del self._pools[ended]
+        if (pool := self._pools.pop(current, None)) is not None:
+            await pool.aclose()
 
     async def ainvoke(
         self,
@@ -182,14 +195,13 @@ class ChatCompletionsModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # The pool belongs to one event loop: a synchronous call gets a model of its own for the call.
+        # On a private loop, whose pool is closed with it.
         async def call() -> ChatResult:
-            copy = self.model_copy()
-            copy._pool = None
             try:
-                return await copy._agenerate(messages, stop, None, **kwargs)
+                return await self._agenerate(messages, stop, None, **kwargs)
             finally:
-                await copy.aclose()
+                if (pool := self._pools.pop(asyncio.get_running_loop(), None)) is not None:
+                    await pool.aclose()
 
         return _run_on_private_loop(call())
 

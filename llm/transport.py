@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 import time
 import urllib.parse
-import urllib.request
 import zlib
 from collections import deque
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .errors import LLMCallError
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["HTTPPool"]
 
@@ -270,6 +272,8 @@ class _Proxy:
 
 def _proxy_for(url: urllib.parse.SplitResult) -> _Proxy | None:
     """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), if any."""
+    import urllib.request  # its imports (email, http.client) are needed only here
+
     assert url.hostname is not None
     proxies = urllib.request.getproxies()
     address = proxies.get(url.scheme)
@@ -286,6 +290,8 @@ def _proxy_for(url: urllib.parse.SplitResult) -> _Proxy | None:
 
 
 def _default_ssl_context() -> ssl.SSLContext:
+    import ssl
+
     try:
         import certifi  # the roots httpx and requests use, when installed
     except ImportError:

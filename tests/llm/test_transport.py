@@ -145,6 +145,25 @@ def test_sync_invoke_outside_and_inside_a_running_loop(server: LoopbackServer) -
         return model.invoke(MESSAGES).text
 
     assert "mentioned" in asyncio.run(inside())
+    assert len(model._pools) == 0  # each private loop's pool closed with its call
+
+
+async def test_one_model_serves_several_event_loops(server: LoopbackServer) -> None:
+    model = _model(server)
+    assert (await model.ainvoke(MESSAGES)).text
+    # The same model from another loop (a sync wrapper's private loop, in a thread) gets a pool of its own.
+
+    async def elsewhere() -> str:
+        try:
+            return (await model.ainvoke(MESSAGES)).text
+        finally:
+            await model.aclose()  # that loop's pool only
+
+    assert await asyncio.to_thread(asyncio.run, elsewhere())
+    assert len(model._pools) == 1
+    assert (await model.ainvoke(MESSAGES)).text and model.pool.opened == 1  # this loop's pool, reused
+    await model.aclose()
+    assert len(model._pools) == 0
 
 
 async def test_both_transports_build_the_same_knowledge_under_the_same_keys(
