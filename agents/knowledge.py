@@ -155,30 +155,12 @@ def _describe_bad_answer(answer: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _structured(model: BaseChatModel, schema: type[BaseModel], method: str) -> Runnable:
-    """A runnable answering ``{"raw", "parsed", "parsing_error"}`` for ``schema``.
+    """A runnable answering ``{"raw", "parsed", "parsing_error"}`` for ``schema`` (see
+    :func:`kecpm.llm.structured.structured_runnable`: LangChain's own wrapper costs about as much client
+    CPU per call as the HTTP call itself)."""
+    from ..llm.structured import structured_runnable
 
-    For function calling it binds the tool and parses the call itself: the same request as
-    ``with_structured_output(method="function_calling", include_raw=True)``, without that wrapper's
-    per-call cost (it re-derives the JSON schema for tracing on every call). Measured with
-    benchmarks/structured_output_bench.py (fake model, no HTTP, 2 cores at load 17): 1.43 ms of CPU per
-    call here against 4.92 ms for the library wrapper (3.4x).
-    """
-    from langchain_core.output_parsers.openai_tools import PydanticToolsParser
-    from langchain_core.runnables import RunnableLambda
-
-    if method != "function_calling":
-        return model.with_structured_output(schema, method=method, include_raw=True)
-    bound = model.bind_tools([schema], tool_choice=schema.__name__)
-    parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
-
-    async def call(messages: list[BaseMessage]) -> dict[str, Any]:
-        raw = await bound.ainvoke(messages)
-        try:
-            return {"raw": raw, "parsed": parser.invoke(raw), "parsing_error": None}
-        except Exception as exc:  # the parser's errors, whatever the provider made of the call
-            return {"raw": raw, "parsed": None, "parsing_error": exc}
-
-    return RunnableLambda(call, name=f"structured_{schema.__name__}")
+    return structured_runnable(model, schema, method)
 
 
 class KnowledgeChain:

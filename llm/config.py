@@ -45,6 +45,11 @@ class LLMConfig(BaseModel):
     )
     timeout: float = Field(default=120.0, gt=0)
     structured_method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling"
+    transport: Literal["lean", "openai"] = Field(
+        default="lean",
+        description="lean: kecpm's chat model over one keep-alive HTTP pool (the least client CPU per call); "
+        "openai: LangChain's ChatOpenAI over the openai SDK. Answers are the same: not part of cache keys.",
+    )
     vision: bool = Field(default=False, description="Send the post's image as an image content part.")
     seed: int | None = None
     requests_per_second: float | None = Field(
