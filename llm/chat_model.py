@@ -33,6 +33,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
+from ..aio import run_sync
 from .errors import LLMCallError, LLMHTTPError
 from .transport import HTTPPool
 
@@ -203,7 +204,7 @@ class ChatCompletionsModel(BaseChatModel):
                 if (pool := self._pools.pop(asyncio.get_running_loop(), None)) is not None:
                     await pool.aclose()
 
-        return _run_on_private_loop(call())
+        return run_sync(call())
 
     # tools and structured output
     def bind_tools(
@@ -356,15 +357,3 @@ def _status_error(status: int, headers: dict[str, str], body: bytes, url: str) -
         kind=kind,
         retryable=status in _RETRYABLE_STATUS,
     )
-
-
-def _run_on_private_loop(coroutine: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    # Inside a running loop (a notebook): run the call on a loop of its own in a worker thread.
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
-        return executor.submit(asyncio.run, coroutine).result()
