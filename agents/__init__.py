@@ -52,7 +52,9 @@ from .spend import (
 
 # The LangChain agent pulls in LangChain's agent machinery: imported on first use.
 _LAZY = {
+    "KnowledgeRunnable": ".runnable",
     "AGENT_RECURSION_LIMIT": ".agent",
+    "AgentAnswer": ".agent",
     "PipelineSteps": ".agent",
     "create_kecpm_agent": ".agent",
     "pipeline_tools": ".agent",
@@ -65,6 +67,7 @@ __all__ = [
     "AGENT_RECURSION_LIMIT",
     "DEFAULT_TEMPLATES",
     "STAGES",
+    "AgentAnswer",
     "ApproximateTokenCounter",
     "BudgetExhausted",
     "BudgetStopped",
@@ -79,6 +82,7 @@ __all__ = [
     "KnowledgeChain",
     "KnowledgeFailure",
     "KnowledgeResult",
+    "KnowledgeRunnable",
     "LlamaTokenCounter",
     "PipelineSteps",
     "SpendEstimate",

@@ -15,12 +15,16 @@ an image description and a list of short knowledge statements, whatever a post s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from ..aio import run_sync
 from ..predictions import PredictedQuintuple
 from ..prompts import load_template
 from ..records import Demonstration, Post, PostContent, PostText, Quintuple
@@ -31,7 +35,10 @@ if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
 __all__ = [
+    "AGENT_MODEL_CALL_LIMIT",
     "AGENT_RECURSION_LIMIT",
+    "AGENT_TOOL_CALL_LIMIT",
+    "AgentAnswer",
     "ExtractArgs",
     "KnowledgeArgs",
     "PipelineSteps",
@@ -40,8 +47,14 @@ __all__ = [
     "pipeline_tools",
 ]
 
-# Three tool calls and an answer need 8 graph steps; a little room, but never LangGraph's 10,000.
-AGENT_RECURSION_LIMIT = 16
+# Three tools, a retry or two of each, and the answer; past these the middleware ends the run with what
+# it has.
+AGENT_MODEL_CALL_LIMIT = 8
+AGENT_TOOL_CALL_LIMIT = 8
+# A backstop behind those limits, never LangGraph's 10,000: each model call is 5 graph steps here
+# (before_model, model, two after_model hooks, tools).
+AGENT_RECURSION_LIMIT = 5 * AGENT_MODEL_CALL_LIMIT + 4
+T = TypeVar("T")
 _MAX_TEXT = 5000
 
 
@@ -85,62 +98,94 @@ class ExtractArgs(RetrieveArgs, PostContent):
     )
 
 
+class AgentAnswer(BaseModel):
+    """The agent's final answer (its structured response): the quintuples found, and a one-line note."""
+
+    quintuples: list[PredictedQuintuple] = Field(
+        default_factory=list, description="the quintuples returned by extract_quintuples, unchanged"
+    )
+    note: str = Field(default="", max_length=500, description="one sentence on how they were found, if useful")
+
+
 def pipeline_tools(pipeline: PipelineSteps) -> list[StructuredTool]:
-    """The pipeline's three steps as async LangChain tools with validated arguments."""
+    """The pipeline's three steps as LangChain tools with validated arguments, sync and async.
+
+    Each returns ``content_and_artifact``: the model reads a JSON text, the caller gets the Python
+    objects (demonstrations, the knowledge result, quintuples) as the ToolMessage's ``artifact``. The sync
+    path runs on kecpm's private loop thread, so a sync ``agent.invoke`` works, in a notebook too.
+    """
     from langchain_core.tools import StructuredTool
 
-    async def retrieve_demonstrations(text: str, image_description: str = "") -> dict[str, Any]:
+    async def retrieve_demonstrations(text: str, image_description: str = "") -> tuple[str, list[Demonstration]]:
         post = RetrieveArgs(text=text, image_description=image_description).to_post()
         found = await pipeline.aretrieve(post)
-        return {
+        content = {
             "demonstrations": [
                 {"id": d.id, "text": d.text, "image_description": d.image_description, "answer": d.answer or ""}
                 for d in found
             ]
         }
+        return _json(content), found
 
     async def build_knowledge(
         text: str, image_description: str = "", demonstration_ids: list[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> tuple[str, KnowledgeResult]:
         args = KnowledgeArgs(text=text, image_description=image_description, demonstration_ids=demonstration_ids or [])
-        demonstrations = pipeline.demonstrations_by_id(args.demonstration_ids)
+        # A sync Chroma read: off the loop.
+        demonstrations = await asyncio.to_thread(pipeline.demonstrations_by_id, args.demonstration_ids)
         result = await pipeline.abuild_knowledge(args.to_post(), demonstrations)
-        return {"knowledge": list(result.knowledge), "accepted": result.accepted}
+        return _json({"knowledge": list(result.knowledge), "accepted": result.accepted}), result
 
     async def extract_quintuples(
         text: str, image_description: str = "", knowledge: list[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> tuple[str, list[PredictedQuintuple]]:
         args = ExtractArgs(text=text, image_description=image_description, knowledge=knowledge or [])
-        quintuples = await pipeline.aextract(args.to_post())
-        return {
-            "quintuples": [
-                PredictedQuintuple.from_quintuple(q).model_dump(mode="json", exclude_none=True) for q in quintuples
-            ]
-        }
+        quintuples = [PredictedQuintuple.from_quintuple(q) for q in await pipeline.aextract(args.to_post())]
+        return _json({"quintuples": [q.model_dump(mode="json", exclude_none=True) for q in quintuples]}), quintuples
 
-    return [
-        StructuredTool.from_function(
-            coroutine=retrieve_demonstrations,
-            name="retrieve_demonstrations",
-            description="Find annotated example posts similar to this post (their text, image description and "
+    specs = [
+        (
+            retrieve_demonstrations,
+            RetrieveArgs,
+            "Find annotated example posts similar to this post (their text, image description and "
             "answer). Call this first.",
-            args_schema=RetrieveArgs,
         ),
-        StructuredTool.from_function(
-            coroutine=build_knowledge,
-            name="build_knowledge",
-            description="Write background knowledge about the post's entities and their relations, checked "
+        (
+            build_knowledge,
+            KnowledgeArgs,
+            "Write background knowledge about the post's entities and their relations, checked "
             "and revised; pass the ids of the demonstrations retrieved.",
-            args_schema=KnowledgeArgs,
         ),
-        StructuredTool.from_function(
-            coroutine=extract_quintuples,
-            name="extract_quintuples",
-            description="Extract (head, head type, tail, tail type, relation) quintuples from the post, "
+        (
+            extract_quintuples,
+            ExtractArgs,
+            "Extract (head, head type, tail, tail type, relation) quintuples from the post, "
             "using its image description and the background knowledge.",
-            args_schema=ExtractArgs,
         ),
     ]
+    return [
+        StructuredTool.from_function(
+            func=_sync(coroutine),
+            coroutine=coroutine,
+            name=coroutine.__name__,
+            description=description,
+            args_schema=schema,
+            response_format="content_and_artifact",
+        )
+        for coroutine, schema, description in specs
+    ]
+
+
+def _sync(coroutine: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    @functools.wraps(coroutine)
+    def call(*args: Any, **kwargs: Any) -> T:
+        return run_sync(coroutine(*args, **kwargs), persistent=True)
+
+    return call
+
+
+def _json(content: Any) -> str:
+    return json.dumps(content, ensure_ascii=False)
 
 
 def create_kecpm_agent(
@@ -149,19 +194,39 @@ def create_kecpm_agent(
     *,
     system_prompt: str = "agent_system",
     extra_tools: list[Any] | None = None,
+    response_format: Any = "default",
+    model_call_limit: int | None = AGENT_MODEL_CALL_LIMIT,
+    tool_call_limit: int | None = AGENT_TOOL_CALL_LIMIT,
+    middleware: Sequence[Any] = (),
     **agent_options: Any,
 ) -> Any:
     """A LangChain v1 agent (``create_agent``) over the pipeline's tools, its system prompt a template file.
 
-    Run it with ``{"recursion_limit": AGENT_RECURSION_LIMIT}`` (or your own bound) in the config.
+    Its final answer is an :class:`AgentAnswer` in ``state["structured_response"]``, through an explicit
+    ``ToolStrategy`` (a native JSON-schema strategy depends on the provider: llama-cpp's server answers
+    HTTP 500 to it); pass ``response_format=None`` for a free-text answer, or a strategy of your own.
+    ``ModelCallLimitMiddleware`` and ``ToolCallLimitMiddleware`` end a run past ``model_call_limit``
+    model calls or ``tool_call_limit`` tool calls (``None``: no limit). Run it with
+    ``{"recursion_limit": AGENT_RECURSION_LIMIT}`` (or your own bound) in the config as well.
     """
     from langchain.agents import create_agent
+    from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware
+    from langchain.agents.structured_output import ToolStrategy
 
     template = load_template(system_prompt, search_dirs=pipeline.template_dirs)
+    limits: list[Any] = []
+    if tool_call_limit is not None:
+        limits.append(ToolCallLimitMiddleware(run_limit=tool_call_limit, exit_behavior="end"))
+    if model_call_limit is not None:
+        limits.append(ModelCallLimitMiddleware(run_limit=model_call_limit, exit_behavior="end"))
+    if response_format == "default":
+        response_format = ToolStrategy(AgentAnswer)
     return create_agent(
         model,
         tools=[*pipeline_tools(pipeline), *(extra_tools or [])],
         system_prompt=template.format_text(),
+        response_format=response_format,
+        middleware=[*limits, *middleware],
         name="kecpm_agent",
         **agent_options,
     )

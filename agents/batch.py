@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..aio import run_sync
 from ..llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_error
 from ..records import Demonstration, Post
 from .cache import KnowledgeCache
@@ -38,6 +40,7 @@ DemonstrationSource = (
 """Demonstrations per post: a mapping by post id, or a function of the post (such as a store's ``aselect``)."""
 
 _DONE = object()
+log = logging.getLogger(__name__)
 
 
 class _Crash:
@@ -110,7 +113,7 @@ class KnowledgeBuilder:
 
     async def open(self) -> None:
         if isinstance(self._cache_arg, str | Path):
-            self.cache = KnowledgeCache(self._cache_arg)
+            self.cache = await asyncio.to_thread(KnowledgeCache, self._cache_arg)
         else:  # an open cache: a KnowledgeCache, or one with its methods (the Ray cluster's shared cache)
             self.cache = self._cache_arg
         url = None
@@ -118,7 +121,8 @@ class KnowledgeBuilder:
             self._server = EmbeddedServer(log_path=self._server_log)
             await self._server.__aenter__()
             url = self._server.base_url
-        model, options = self._model_and_options(url)
+        # In a thread: the first client imports openai and langchain-openai (seconds on a busy machine).
+        model, options = await asyncio.to_thread(self._model_and_options, url)
         if isinstance(self._spend, SpendLimit):
             self.spend = (
                 SpendGuard.for_llm(self._spend, self.llm)
@@ -197,14 +201,26 @@ class KnowledgeBuilder:
                 opened.close()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the client, the server and the cache; each is closed even when another fails to close
+        (a client whose loop has stopped: its sockets are dropped, the rest still closes)."""
+        try:
+            if self._client is not None:
+                client, self._client = self._client, None
+                await client.aclose()
+        except RuntimeError as exc:  # "Event loop is closed": the sockets died with their loop
+            log.debug("LLM client of a stopped loop: %s", exc)
+        finally:
+            await self._close_server_and_cache()
+
+    async def _close_server_and_cache(self) -> None:
         if self._server is not None:
-            await self._server.__aexit__()
-            self._server = None
-        if self.cache is not None and isinstance(self._cache_arg, str | Path):
-            self.cache.close()
+            server, self._server = self._server, None
+            await server.__aexit__()
+        if self.cache is not None:
+            if not isinstance(self._cache_arg, str | Path):
+                await asyncio.to_thread(self.cache.flush)  # the caller's cache stays open, its writes land
+            else:
+                await self.cache.aclose()
         self.cache = None
 
     @property
@@ -327,13 +343,14 @@ class KnowledgeBuilder:
         demonstrations: DemonstrationSource = None,
         **options: Any,
     ) -> BuildReport:
-        """Synchronous :meth:`abuild`, opening and closing the builder around it."""
+        """Synchronous :meth:`abuild`, opening and closing the builder around it; works inside a running
+        event loop too (a notebook)."""
 
         async def run() -> BuildReport:
             async with self:
                 return await self.abuild(posts, demonstrations, **options)
 
-        return asyncio.run(run())
+        return run_sync(run())
 
     async def _one(self, chain: KnowledgeChain, post: Post, source: DemonstrationSource) -> Any:
         try:
@@ -355,10 +372,10 @@ class KnowledgeBuilder:
                 retryable=retryable or (not isinstance(exc, LLMCallError) and kind not in ("auth", "input")),
             )
             if self.cache is not None:
-                self.cache.put_failure(chain.fingerprint, failure)
+                await self.cache.aput_failure(chain.fingerprint, failure)
             return failure
         if self.cache is not None:
-            self.cache.put_result(chain.fingerprint, result)
+            await self.cache.aput_result(chain.fingerprint, result)
         return result
 
     def _redact(self, text: str) -> str:

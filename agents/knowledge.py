@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ..aio import run_sync
 from ..answers import render_answer
 from ..hashing import content_key
 from ..labels import EntityType, Relation
@@ -31,8 +32,10 @@ from .spend import SpendHook, request_payload
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
-    from langchain_core.runnables import Runnable
+    from langchain_core.runnables import Runnable, RunnableConfig
     from tenacity import AsyncRetrying
+
+    from .runnable import KnowledgeRunnable
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -152,28 +155,12 @@ def _describe_bad_answer(answer: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _structured(model: BaseChatModel, schema: type[BaseModel], method: str) -> Runnable:
-    """A runnable answering ``{"raw", "parsed", "parsing_error"}`` for ``schema``.
+    """A runnable answering ``{"raw", "parsed", "parsing_error"}`` for ``schema`` (see
+    :func:`kecpm.llm.structured.structured_runnable`: LangChain's own wrapper costs about as much client
+    CPU per call as the HTTP call itself)."""
+    from ..llm.structured import structured_runnable
 
-    For function calling it binds the tool and parses the call itself: the same request as
-    ``with_structured_output(method="function_calling", include_raw=True)``, without that wrapper's
-    per-call cost (it re-derives the JSON schema for tracing on every call; a ~1 ms floor at scale).
-    """
-    from langchain_core.output_parsers.openai_tools import PydanticToolsParser
-    from langchain_core.runnables import RunnableLambda
-
-    if method != "function_calling":
-        return model.with_structured_output(schema, method=method, include_raw=True)
-    bound = model.bind_tools([schema], tool_choice=schema.__name__)
-    parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
-
-    async def call(messages: list[BaseMessage]) -> dict[str, Any]:
-        raw = await bound.ainvoke(messages)
-        try:
-            return {"raw": raw, "parsed": parser.invoke(raw), "parsing_error": None}
-        except Exception as exc:  # the parser's errors, whatever the provider made of the call
-            return {"raw": raw, "parsed": None, "parsing_error": exc}
-
-    return RunnableLambda(call, name=f"structured_{schema.__name__}")
+    return structured_runnable(model, schema, method)
 
 
 class KnowledgeChain:
@@ -209,12 +196,28 @@ class KnowledgeChain:
     ) -> None:
         if rounds < 0:
             raise ValueError("rounds must be >= 0")
+        self._options: dict[str, Any] = {
+            "rounds": rounds,
+            "cache": cache,
+            "retry": retry,
+            "reasks": reasks,
+            "templates": dict(templates or {}),
+            "template_dirs": template_dirs,
+            "structured_method": structured_method,
+            "model_name": model_name,
+            "params": params,
+            "vision": vision,
+            "max_image_side": max_image_side,
+            "max_text_chars": max_text_chars,
+            "prices": prices,
+        }
         self.model = model
         self.rounds = rounds
         self.cache = cache
         self.retry = retry_policy(retry)
         self.reasks = reasks
         refs = {**DEFAULT_TEMPLATES, **(templates or {})}
+        self.template_dirs = list(template_dirs or [])
         self.templates: dict[Stage, PromptTemplateFile] = {
             stage: load_template(refs[stage], search_dirs=template_dirs) for stage in DEFAULT_TEMPLATES
         }
@@ -233,6 +236,40 @@ class KnowledgeChain:
             }
         self._prompts = {stage: template.chat_prompt() for stage, template in self.templates.items()}
         self.usage: dict[Stage, Usage] = {stage: Usage() for stage in DEFAULT_TEMPLATES}
+        from langchain_core.runnables import RunnableLambda
+
+        self._stage_runs = {stage: RunnableLambda(self._run_stage, name=stage) for stage in DEFAULT_TEMPLATES}
+        self._in_flight: dict[str, asyncio.Future[CachedCall]] = {}
+        self._variants: dict[str, KnowledgeChain] = {}
+
+    def derive(
+        self,
+        *,
+        rounds: int | None = None,
+        templates: Mapping[str, str] | None = None,
+        model: BaseChatModel | None = None,
+        model_name: str | None = None,
+    ) -> KnowledgeChain:
+        """This chain with other rounds, templates (merged over its own) or model; the cache is shared.
+
+        Variants are kept, so a per-call configuration does not reload templates on every call.
+        """
+        if rounds is None and not templates and model is None:
+            return self
+        name = model_name or (getattr(model, "model_name", None) if model is not None else None)
+        label = content_key(rounds=rounds, templates=dict(templates or {}), model=id(model), name=name)
+        if (found := self._variants.get(label)) is not None:
+            return found
+        options = dict(self._options)
+        if rounds is not None:
+            options["rounds"] = rounds
+        if templates:
+            options["templates"] = {**options["templates"], **templates}
+        if model is not None:
+            options["model_name"] = name
+        variant = KnowledgeChain(model if model is not None else self.model, **options)
+        self._variants[label] = variant
+        return variant
 
     @property
     def fingerprint(self) -> str:
@@ -256,29 +293,40 @@ class KnowledgeChain:
             messages[-1] = HumanMessage(content=[{"type": "text", "text": messages[-1].text}, dict(image)])
         return messages
 
-    async def ainvoke(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
-        """Build one post's knowledge; raises LLMCallError (with its stage and kind) when a stage fails for good."""
+    async def ainvoke(
+        self, post: Post, demonstrations: Sequence[Demonstration] = (), config: RunnableConfig | None = None
+    ) -> KnowledgeResult:
+        """Build one post's knowledge; raises LLMCallError (with its stage and kind) when a stage fails for good.
+
+        Each stage is a child run named ``generate`` / ``critique`` / ``revise`` of the current LangChain
+        run (or of ``config``'s callbacks), tagged ``kecpm`` and the stage, with metadata: the template
+        ref, the post id, the round, the model and whether the answer came from the cache.
+        """
         variables, warnings = prompt_variables(post, demonstrations, max_text_chars=self.max_text_chars)
         image = None
         if self.vision and post.image_path is not None:
             try:
-                image = image_part(post.image_path, max_side=self.max_image_side)
+                # Pillow decodes in a worker thread: a large photo must not stall the other posts.
+                image = await asyncio.to_thread(image_part, post.image_path, max_side=self.max_image_side)
             except ImageError as exc:
                 warnings.append(f"{exc}; the image description is used instead")
+        ctx = _StageContext(post.id, config)
         steps = []
-        step = await self._stage("generate", 0, variables, image)
+        step = await self._stage("generate", 0, variables, image, ctx)
         steps.append(step)
         knowledge: Knowledge = step.output  # type: ignore[assignment]
         accepted = False
         for number in range(1, self.rounds + 1):
-            step = await self._stage("critique", number, {**variables, "knowledge": format_knowledge(knowledge)}, image)
+            step = await self._stage(
+                "critique", number, {**variables, "knowledge": format_knowledge(knowledge)}, image, ctx
+            )
             steps.append(step)
             critique: Critique = step.output  # type: ignore[assignment]
             if critique.accept:
                 accepted = True
                 break
             step = await self._stage(
-                "revise", number, {**variables, "critique": format_critique(knowledge, critique)}, image
+                "revise", number, {**variables, "critique": format_critique(knowledge, critique)}, image, ctx
             )
             steps.append(step)
             knowledge = step.output  # type: ignore[assignment]
@@ -286,54 +334,93 @@ class KnowledgeChain:
             post_id=post.id, knowledge=knowledge.statements, steps=steps, accepted=accepted, warnings=warnings
         )
 
-    def invoke(self, post: Post, demonstrations: Sequence[Demonstration] = ()) -> KnowledgeResult:
-        """Synchronous :meth:`ainvoke` (not from inside a running event loop)."""
-        return asyncio.run(self.ainvoke(post, demonstrations))
+    def invoke(
+        self, post: Post, demonstrations: Sequence[Demonstration] = (), config: RunnableConfig | None = None
+    ) -> KnowledgeResult:
+        """Synchronous :meth:`ainvoke`; works inside a running event loop too (a notebook, an async node).
 
-    def as_runnable(self) -> Runnable:
-        """This chain as a LangChain Runnable over ``{"post": Post, "demonstrations": [...]}``."""
-        from langchain_core.runnables import RunnableLambda
+        It runs on kecpm's private loop thread, always the same one, so the model's HTTP client meets
+        one loop across calls.
+        """
+        return run_sync(self.ainvoke(post, demonstrations, config), persistent=True)
 
-        async def run(inputs: Mapping[str, Any]) -> KnowledgeResult:
-            return await self.ainvoke(inputs["post"], inputs.get("demonstrations", ()))
+    def as_runnable(self) -> KnowledgeRunnable:
+        """This chain as a LangChain Runnable over ``{"post": Post, "demonstrations": [...]}``, sync and async,
+        with ``rounds``, ``templates`` and ``model`` as fields for ``configurable_fields`` /
+        ``configurable_alternatives``."""
+        from .runnable import KnowledgeRunnable
 
-        return RunnableLambda(run, name="knowledge_chain")
+        return KnowledgeRunnable(chain=self)
 
     async def _stage(
-        self, stage: Stage, round_: int, variables: Mapping[str, str], image: Mapping[str, Any] | None
+        self,
+        stage: Stage,
+        round_: int,
+        variables: Mapping[str, str],
+        image: Mapping[str, Any] | None,
+        ctx: _StageContext,
     ) -> Step:
+        from langchain_core.runnables.config import ensure_config, merge_configs
+
         template = self.templates[stage]
         messages = self.messages(stage, variables, image)
         key = call_key(stage, template.ref, messages, model=self.model_name, params=self.params)
+        hit = await self._claim(key) if self.cache is not None else None
+        metadata = {
+            "stage": stage,
+            "template": template.ref,
+            "post_id": ctx.post_id,
+            "round": round_,
+            "model": self.model_name,
+            "cached": hit is not None,
+        }
+        call = (stage, round_, template.ref, messages, key, hit)
+        config = ensure_config(ctx.config)
+        if not _observed(config):
+            # Nobody listens: skip the child run's callback machinery (about 1 ms of CPU per call at scale).
+            return await self._run_stage(call)
+        config = merge_configs(config, {"tags": ["kecpm", stage], "metadata": metadata})
+        return await self._stage_runs[stage].ainvoke(call, config)
+
+    async def _run_stage(self, call: tuple[Stage, int, str, list[BaseMessage], str, CachedCall | None]) -> Step:
+        stage, round_, ref, messages, key, hit = call
         schema = _SCHEMAS[stage]
-        if self.cache is not None and (hit := await self._claim(key)) is not None:
+        if hit is not None:
             usage = Usage(cached=1)
             self.usage[stage] = self.usage[stage] + usage
             return Step(
                 stage=stage,
                 round=round_,
-                template=template.ref,
+                template=ref,
                 output=schema.model_validate(hit.output),
                 usage=usage,
                 cached=True,
                 key=key,
             )
+        if self.cache is None:
+            output, usage = await self._ask(stage, messages)
+            return Step(stage=stage, round=round_, template=ref, output=output, usage=usage, key=key)
+        # Coroutines of this chain that need the same call wait for this one's answer.
+        waiting: asyncio.Future[CachedCall] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = waiting
         # A call may outlast the lease (slow model, long retry waits): renew it while the call runs.
-        renewal = asyncio.create_task(self._renew(key)) if self.cache is not None else None
+        renewal = asyncio.create_task(self._renew(key))
         try:
             output, usage = await self._ask(stage, messages)
-        except BaseException:
-            if self.cache is not None:
-                self.cache.release(key)
+            dumped = output.model_dump()
+            # Queued, not awaited: the next stage starts at once; the post's result commits after it.
+            self.cache.put_call_soon(key, stage=stage, template=ref, model=self.model_name, output=dumped, usage=usage)
+        except BaseException as exc:
+            self.cache.release_soon(key)
+            if not waiting.done():
+                waiting.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                waiting.exception()  # retrieved here: no "never retrieved" warning when nobody waits
             raise
         finally:
-            if renewal is not None:
-                renewal.cancel()
-        if self.cache is not None:
-            self.cache.put_call(
-                key, stage=stage, template=template.ref, model=self.model_name, output=output.model_dump(), usage=usage
-            )
-        return Step(stage=stage, round=round_, template=template.ref, output=output, usage=usage, key=key)
+            renewal.cancel()
+            self._in_flight.pop(key, None)
+        waiting.set_result(CachedCall(dumped, usage.input_tokens, usage.output_tokens))
+        return Step(stage=stage, round=round_, template=ref, output=output, usage=usage, key=key)
 
     async def _claim(self, key: str) -> CachedCall | None:
         """The stored answer of a call, or None once this chain holds the lease to make it.
@@ -343,9 +430,17 @@ class KnowledgeChain:
         """
         assert self.cache is not None
         while True:
-            if (hit := self.cache.get_call(key)) is not None:
-                return hit
-            if self.cache.claim(key) == "mine":
+            if (waiting := self._in_flight.get(key)) is not None:
+                try:
+                    return await asyncio.shield(waiting)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    continue  # its call failed: try it ourselves
+            found = await self.cache.alookup(key)
+            if isinstance(found, CachedCall):
+                return found
+            if found == "mine" and key not in self._in_flight:
                 return None
             await asyncio.sleep(self.claim_poll_s)
 
@@ -353,7 +448,7 @@ class KnowledgeChain:
         assert self.cache is not None
         while True:
             await asyncio.sleep(self.cache.lease_s / 3)
-            self.cache.renew(key)
+            await self.cache.arenew(key)
 
     async def _ask(self, stage: Stage, messages: list[BaseMessage]) -> tuple[BaseModel, Usage]:
         """One structured answer: transport faults retried by the policy, bad answers re-asked."""
@@ -420,3 +515,22 @@ class KnowledgeChain:
         finally:
             usage.retries += max(0, attempts - 1)
         raise AssertionError("unreachable: the retry policy neither returned nor raised")
+
+
+def _observed(config: RunnableConfig) -> bool:
+    """Whether any callback handler or LangSmith tracing would see a child run."""
+    from langchain_core.tracers.context import _tracing_v2_is_enabled
+
+    callbacks = config.get("callbacks")
+    handlers = getattr(callbacks, "handlers", callbacks)
+    return bool(handlers) or bool(_tracing_v2_is_enabled())
+
+
+class _StageContext:
+    """What every stage run of one post shares: the post id and the caller's config."""
+
+    __slots__ = ("config", "post_id")
+
+    def __init__(self, post_id: str, config: RunnableConfig | None) -> None:
+        self.post_id = post_id
+        self.config = config

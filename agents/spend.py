@@ -26,6 +26,7 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -529,6 +530,25 @@ class DryRunCache:
         pass
 
     def release(self, key: str) -> None:
+        pass
+
+    # The async twins the chain calls (KnowledgeCache's names): reads answered, writes dropped.
+    async def alookup(self, key: str) -> Any:
+        found = self.get_call(key)
+        return "mine" if found is None else found
+
+    async def aget_call(self, key: str) -> Any:
+        return self.get_call(key)
+
+    async def arenew(self, key: str) -> None:
+        pass
+
+    def put_call_soon(self, key: str, **call: Any) -> Future[None]:
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def release_soon(self, key: str) -> None:
         pass
 
     def stage(self, key: str) -> str:

@@ -1,15 +1,22 @@
 """Knowledge-build throughput against the loopback OpenAI-compatible server, and the embedded LLM's options.
 
 Default run: N synthetic posts x 3 calls (generate, critique that rejects, revise) against the loopback
-server (its own process) answering after L seconds, C posts in flight. Compared, in the same run, with
+server (its own process, so that the figures are the client's CPU alone: ``time.process_time`` of this
+process) answering after L seconds, C posts in flight, with the call cache and its leases on. Compared,
+in the same run, with
 
 - the ideal: max(N*3*L/C, client CPU per call x N*3), the CPU per call measured during the run;
 - a sequential loop (one post after another, as peer scripts do), timed on ``--sample`` posts and
   extrapolated to N (said so in the output);
-- a rerun from the cache (targets: 0 calls, under 5 s).
+- a rerun from the cache (targets: 0 calls, under 5 s);
+- with ``--transport both``, the build over each transport (``lean``: kecpm's chat model and HTTP pool;
+  ``openai``: ChatOpenAI over the openai SDK), as a ratio of client CPU per call.
+
+The load average before and after is printed too: other work on the machine shows there.
 
     python benchmarks/knowledge_bench.py                       # N=2000, L=1 s, C=64
     python benchmarks/knowledge_bench.py --posts 200 --latency 0.2
+    python benchmarks/knowledge_bench.py --posts 4000 --concurrency 256 --transport both
     python benchmarks/knowledge_bench.py --embedded            # llama_cpp in-process vs its HTTP server
 
 Prints a table and writes the figures as JSON to ``--out`` (default: a temporary folder).
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -41,8 +49,10 @@ async def _loopback_run(args: argparse.Namespace, out: Path) -> dict[str, float]
         for i, p in enumerate(posts)
     }
     figures: dict[str, float] = {"posts": args.posts, "latency_s": args.latency, "concurrency": args.concurrency}
+    figures["load_before"] = os.getloadavg()[0]
+    transports = ["lean", "openai"] if args.transport == "both" else [args.transport]
     with LoopbackServer(process=True, latency=args.latency) as server:
-        config = LLMConfig(base_url=server.base_url, model="loopback", timeout=60)
+        config = LLMConfig(base_url=server.base_url, model="loopback", timeout=60, transport=transports[0])
 
         # Sequential baseline on a sample, no cache
         sample = posts[: args.sample]
@@ -56,19 +66,27 @@ async def _loopback_run(args: argparse.Namespace, out: Path) -> dict[str, float]
         figures["sequential_extrapolated_s"] = sequential / len(sample) * args.posts
         server.reset()
 
-        cache = out / "bench.sqlite"
-        cache.unlink(missing_ok=True)
-        async with KnowledgeBuilder(
-            config, cache=cache, concurrency=args.concurrency, progress=args.progress
-        ) as builder:
-            cpu = time.process_time()
-            started = time.perf_counter()
-            report = await builder.abuild(posts, demos, keep_results=False)
-            wall = time.perf_counter() - started
-            cpu = time.process_time() - cpu
-        stats = server.stats()
-        calls = stats["completions"]
+        for transport in reversed(transports):  # the default transport last: its cache is the rerun's
+            cache = out / "bench.sqlite"
+            cache.unlink(missing_ok=True)
+            async with KnowledgeBuilder(
+                config.model_copy(update={"transport": transport}),
+                cache=cache,
+                concurrency=args.concurrency,
+                progress=args.progress,
+            ) as builder:
+                cpu = time.process_time()
+                started = time.perf_counter()
+                report = await builder.abuild(posts, demos, keep_results=False)
+                wall = time.perf_counter() - started
+                cpu = time.process_time() - cpu
+            stats = server.stats()
+            server.reset()
+            calls = stats["completions"]
+            figures[f"{transport}_client_cpu_ms_per_call"] = cpu / calls * 1000
+            figures[f"{transport}_wall_s"] = wall
         figures |= {
+            "transport": transports[0],
             "calls": calls,
             "failed_posts": report.failed,
             "wall_s": wall,
@@ -76,6 +94,10 @@ async def _loopback_run(args: argparse.Namespace, out: Path) -> dict[str, float]
             "client_cpu_ms_per_call": cpu / calls * 1000,
             "max_in_flight": stats["max_in_flight"],
         }
+        if len(transports) == 2:
+            figures["openai_over_lean_cpu"] = (
+                figures["openai_client_cpu_ms_per_call"] / figures["client_cpu_ms_per_call"]
+            )
         ideal = max(args.posts * 3 * args.latency / args.concurrency, cpu / calls * args.posts * 3)
         figures["ideal_s"] = ideal
         figures["ratio_to_ideal"] = wall / ideal
@@ -89,15 +111,23 @@ async def _loopback_run(args: argparse.Namespace, out: Path) -> dict[str, float]
         figures["rerun_calls"] = server.stats()["requests"]
         figures["rerun_cached"] = rerun.cached
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["load_after"] = os.getloadavg()[0]
     return figures
 
 
 def _print_loopback(f: dict[str, float]) -> None:
     n, c, latency = int(f["posts"]), int(f["concurrency"]), f["latency_s"]
-    print(f"knowledge build: {n} posts x 3 calls, server latency {latency:g} s, concurrency {c}")
+    print(f"knowledge build: {n} posts x 3 calls, server latency {latency:g} s, concurrency {c}, cache and leases on")
     print(f"  calls made                 {int(f['calls'])} ({int(f['failed_posts'])} posts failed)")
     print(f"  wall time                  {f['wall_s']:.1f} s")
-    print(f"  client CPU per call        {f['client_cpu_ms_per_call']:.2f} ms (measured over the run)")
+    print(
+        f"  client CPU per call        {f['client_cpu_ms_per_call']:.2f} ms ({f['transport']} transport; target <= 3)"
+    )
+    if "openai_over_lean_cpu" in f:
+        print(
+            f"  ... over ChatOpenAI        {f['openai_client_cpu_ms_per_call']:.2f} ms, "
+            f"{f['openai_wall_s']:.1f} s wall: {f['openai_over_lean_cpu']:.2f}x the lean transport's CPU"
+        )
     print(f"  ideal max(N*3*L/C, cpu*N*3) {f['ideal_s']:.1f} s")
     print(f"  ratio to ideal             {f['ratio_to_ideal']:.3f}x (target <= 1.15x)")
     print(
@@ -107,6 +137,7 @@ def _print_loopback(f: dict[str, float]) -> None:
     print(f"  speed-up over sequential   {f['speedup_vs_sequential']:.0f}x")
     print(f"  rerun from the cache       {f['rerun_s']:.2f} s, {int(f['rerun_calls'])} calls (targets: < 5 s, 0 calls)")
     print(f"  max requests in flight    {int(f['max_in_flight'])}; peak RSS {f['peak_rss_mib']:.0f} MiB")
+    print(f"  load average (1 min)       {f['load_before']:.2f} before, {f['load_after']:.2f} after")
 
 
 def _embedded_run(args: argparse.Namespace) -> dict[str, float]:
@@ -194,6 +225,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sample", type=int, default=5, help="posts timed in the sequential loop")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--transport", choices=["lean", "openai", "both"], default="lean", help="the chat model (both: compare)"
+    )
     parser.add_argument("--embedded", action="store_true", help="compare in-process llama_cpp with its server")
     parser.add_argument("--calls", type=int, default=4, help="--embedded: calls per variant")
     parser.add_argument("--max-tokens", type=int, default=200, help="--embedded: cap per answer")

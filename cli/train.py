@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ._output import err_console
+
 if TYPE_CHECKING:
     from kecpm.records import Post
 
@@ -73,8 +75,6 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Fine-tune the extractor; the model with the best val score is saved to OUT."""
-    import logging
-
     from kecpm.eval import evaluate, make_scorer
     from kecpm.extractor import (
         GenerativeConfig,
@@ -87,7 +87,6 @@ def train(
     from kecpm.predictions import write_predictions
     from kecpm.prompts import load_template
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     parts = InputParts.preset(inputs)
     if knowledge_sentences is not None:
         parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
@@ -124,6 +123,16 @@ def train(
         config=config,
         checkpoint_dir=out,
         progress=not quiet,
+        data_files={
+            role: path
+            for role, path in (
+                ("train", train_path),
+                ("val", val_path),
+                ("train_knowledge", train_knowledge),
+                ("val_knowledge", val_knowledge),
+            )
+            if path is not None
+        },
     )
     predictions = model.predict(val_posts)
     write_predictions(out / "val_predictions.jsonl", predictions, img_ids=[p.img_id for p in val_posts])
@@ -136,7 +145,9 @@ def train(
 
 
 def predict(
-    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by kecpm train")],
+    model_dir: Annotated[
+        str, typer.Option("--model", help="a folder written by kecpm train, or a Hugging Face Hub id of one")
+    ],
     data: Annotated[Path, typer.Option("--data", help="posts to read (KECPM file)")],
     out: Annotated[Path, typer.Option("--out", help="predictions file (JSON Lines) to write")],
     knowledge: Annotated[Path | None, typer.Option(help="a KECPM file whose knowledge replaces the posts'")] = None,
@@ -150,6 +161,7 @@ def predict(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="With --ray: extractor replicas (default: one per CPU).")
     ] = None,
+    revision: Annotated[str | None, typer.Option(help="the Hub revision, for a Hub id")] = None,
 ) -> None:
     """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads (the same bytes
     on a Ray cluster as here)."""
@@ -165,14 +177,18 @@ def predict(
         try:
             predictions = predict_on_cluster(model_dir, posts, address=ray, settings=settings, int8=int8)
         except KecpmError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
     else:
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        model = load_extractor(model_dir)
+        try:
+            model = load_extractor(model_dir, revision=revision)
+        except KecpmError as exc:  # one sentence naming the folder (or torch) and what to do, not a traceback
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
         if int8:
             if not hasattr(model, "quantized"):
                 raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")

@@ -8,6 +8,7 @@
 1.0
 """
 
+from .crossval import CrossSelection, cross_select, val_halves
 from .matching import Match, Mode, count_matches, normalise_name, paper_sentence
 from .metrics import (
     METRICS,
@@ -29,6 +30,7 @@ from .stats import MeanStd, bootstrap_ci, mean_std, summarize_seeds
 __all__ = [
     "METRICS",
     "PRF",
+    "CrossSelection",
     "EvaluationReport",
     "EvaluationResult",
     "Match",
@@ -37,6 +39,7 @@ __all__ = [
     "RunReport",
     "bootstrap_ci",
     "count_matches",
+    "cross_select",
     "entity_f1",
     "evaluate",
     "evaluate_files",
@@ -53,5 +56,6 @@ __all__ = [
     "precision_recall_f1",
     "relation_confusion",
     "summarize_seeds",
+    "val_halves",
     "write_report",
 ]

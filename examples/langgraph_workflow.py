@@ -1,5 +1,7 @@
-"""Composing the pipeline into a larger workflow: a LangGraph graph that extracts quintuples, then
-routes posts that mention a place to a second step. Also shows plain `|` composition.
+"""Composing the method into a larger LangGraph workflow: kecpm's packaged graph (one node per stage,
+retry policies, a checkpointer), paused after the knowledge node for a human to look at the knowledge,
+resumed from the checkpoint (no LLM call is repeated), then extended with a node of your own that routes
+posts mentioning a place. Also shows plain `|` composition of the pipeline Runnable.
 
     .venv/bin/python examples/langgraph_workflow.py runs/demo
 """
@@ -7,51 +9,47 @@ routes posts that mention a place to a second step. Also shows plain `|` composi
 import asyncio
 import sys
 from pathlib import Path
-from typing import TypedDict
 
 from langchain_core.runnables import RunnableLambda
-from langgraph.graph import END, START, StateGraph
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END
 
-from kecpm.pipeline import KECPMPipeline, PipelineConfig, PipelineResult
+from kecpm.pipeline import KECPMPipeline, PipelineConfig, PipelineState, build_graph, graph_builder
 
 
-class State(TypedDict, total=False):
-    text: str
-    image_description: str
-    result: PipelineResult
+class PlacesState(PipelineState, total=False):
     places: list[str]
 
 
-def build_graph(pipeline: KECPMPipeline):
-    async def extract(state: State) -> State:
-        result = await pipeline.ainvoke({"text": state["text"], "image_description": state.get("image_description")})
-        return {"result": result}
-
-    def has_place(state: State) -> str:
-        return "places" if any("loc" in (q.head_type, q.tail_type) for q in state["result"].quintuples) else END
-
-    def places(state: State) -> State:
-        found = {q.tail for q in state["result"].quintuples if q.tail_type == "loc"}
-        found |= {q.head for q in state["result"].quintuples if q.head_type == "loc"}
-        return {"places": sorted(found)}
-
-    graph = StateGraph(State)
-    graph.add_node("extract", extract)
-    graph.add_node("places", places)
-    graph.add_edge(START, "extract")
-    graph.add_conditional_edges("extract", has_place, ["places", END])
-    graph.add_edge("places", END)
-    return graph.compile()
+def places(state: PlacesState) -> PlacesState:
+    """A node of your own after kecpm's: the places among the quintuples' entities."""
+    found = {q["tail"] for q in state["quintuples"] if q["tail_type"] == "loc"}
+    found |= {q["head"] for q in state["quintuples"] if q["head_type"] == "loc"}
+    return {"places": sorted(found)}
 
 
 async def main(run: Path) -> None:
     config = PipelineConfig(store=str(run / "store"), extractor=run / "model", knowledge_cache=run / "knowledge.sqlite")
+    post = {"text": "Jonas Vale moved to Eastholm last spring", "image_description": "a man on a street"}
     async with KECPMPipeline(config) as pipeline:
-        state = await build_graph(pipeline).ainvoke(
-            {"text": "Jonas Vale moved to Eastholm last spring", "image_description": "a man on a street"}
-        )
-        print(state.get("places"), [q.model_dump() for q in state["result"].quintuples])
-        # The pipeline is a Runnable, so `|` works too.
+        # 1. The packaged graph, paused after the knowledge node (a human-in-the-loop review point).
+        graph = build_graph(pipeline, interrupt_after=["knowledge"])
+        thread = {"configurable": {"thread_id": "jonas"}}
+        paused = await graph.ainvoke({"post": post}, thread)
+        print("knowledge to review:", paused["knowledge"]["knowledge"])
+        done = await graph.ainvoke(None, thread)  # resumes at extract from the checkpoint
+        print("quintuples:", done["quintuples"])
+
+        # 2. The same stages with a node of your own: extend the uncompiled StateGraph.
+        builder = graph_builder(pipeline, state_schema=PlacesState, finish=False)
+        builder.add_node("places", places)
+        builder.add_edge("extract", "places")
+        builder.add_edge("places", END)
+        extended = builder.compile(checkpointer=InMemorySaver())
+        state = await extended.ainvoke({"post": post}, {"configurable": {"thread_id": "jonas-places"}})
+        print("places:", state.get("places"))
+
+        # 3. The pipeline is a Runnable, so `|` works too.
         relations = pipeline | RunnableLambda(lambda r: sorted({q.relation for q in r.quintuples}))
         print(await relations.ainvoke("Nora Lind and her husband Ivo Strand celebrate ten years of marriage"))
 

@@ -6,12 +6,12 @@ the post and its demonstrations and checked against the cached calls; and the di
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 from pathlib import Path
 
 from ..agents import Critique, Knowledge, KnowledgeResult, call_key, format_critique, format_knowledge, prompt_variables
+from ..aio import run_sync
 from ..errors import KecpmError
 from ..pipeline import Manifest, RetrieveDemonstrations
 from ..post_files import load_split
@@ -70,7 +70,7 @@ def transcript(out: str | Path, cell: str, *, post_id: str | None = None, seed: 
     if result is None:
         return "\n".join([*lines, "(the post has no knowledge: its build failed)"])
     pipeline = config.pipeline.model_copy(update={"store": str(config.store_dir)})
-    demonstrations = asyncio.run(RetrieveDemonstrations(pipeline)(post))
+    demonstrations = run_sync(RetrieveDemonstrations(pipeline)(post))
     variables, _ = prompt_variables(post, demonstrations)
     knowledge: Knowledge | None = None
     previous: Knowledge | Critique | None = None

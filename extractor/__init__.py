@@ -1,24 +1,26 @@
 """The knowledge-enhanced extractor: image description + text + knowledge -> quintuples.
 
-Two model families behind one interface (``fit``, ``predict``, ``apredict``, ``save``, ``load``):
+Two model families behind one interface (``fit``, ``predict``, ``apredict``, ``save_pretrained``,
+``from_pretrained``):
 :class:`SpanPairExtractor` (default, offline: all-MiniLM-L6-v2 fine-tuned for typed spans and
 relations between them) and :class:`GenerativeExtractor` (paper-faithful: any local seq2seq or causal
 LM checkpoint writing the answer sentences). Early stopping takes a scorer by injection, e.g.
 ``kecpm.eval.make_scorer(mode="paper", metric="micro_f1")``.
 
 Modules: ``inputs`` (input assembly), ``base`` (the interface, the family registry and
-:func:`load_extractor`), ``training`` (the fit loop),
-``checkpoint`` (the checkpoint format: the card ``extractor.json``), ``span_pair/`` and
-``generative`` (the families), ``tool`` (the LangChain tool).
+:func:`load_extractor`), ``training`` (the fit loop), ``checkpoint`` (the checkpoint format: the card
+``config.json``, and the format-1 ``extractor.json``), ``model_card`` (``README.md``), ``hub`` (folders and
+Hub ids), ``quantization`` (int8), ``span_pair/`` and ``generative`` (the families), ``tool`` (the
+LangChain tool).
 
 >>> from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 >>> model = SpanPairExtractor(parts=InputParts.preset("imagecap_know"))  # doctest: +SKIP
 >>> model.fit(train, val, scorer=scorer, config=TrainConfig(seed=17))  # doctest: +SKIP
->>> model.save("runs/model"); load_extractor("runs/model").predict(val)  # doctest: +SKIP
+>>> model.save_pretrained("runs/model"); load_extractor("runs/model").predict(val)  # doctest: +SKIP
 """
 
 from .base import Extractor, load_extractor, register_family
-from .checkpoint import FORMAT_VERSION, CheckpointError
+from .checkpoint import FORMAT_VERSION, CheckpointError, TrainingData
 from .generative import GenerativeConfig, GenerativeExtractor
 from .inputs import (
     DEFAULT_TEMPLATE,
@@ -29,6 +31,7 @@ from .inputs import (
     InputTooLong,
     Segment,
 )
+from .quantization import Int8Unavailable
 from .span_pair import SpanPairConfig, SpanPairExtractor, default_encoder_path
 from .tool import ExtractionInput, ExtractionResult, make_extraction_tool
 from .training import EpochLog, FitReport, Scorer, TrainConfig
@@ -49,11 +52,13 @@ __all__ = [
     "InputAssembler",
     "InputParts",
     "InputTooLong",
+    "Int8Unavailable",
     "Scorer",
     "Segment",
     "SpanPairConfig",
     "SpanPairExtractor",
     "TrainConfig",
+    "TrainingData",
     "default_encoder_path",
     "load_extractor",
     "make_extraction_tool",

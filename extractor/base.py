@@ -1,31 +1,35 @@
-"""The interface of every extractor family (``fit``, ``predict``, ``apredict``, ``save``, ``load``),
-and the family registry that :func:`load_extractor` looks a checkpoint's family up in.
+"""The interface of every extractor family (``fit``, ``predict``, ``apredict``, ``save_pretrained``,
+``from_pretrained``), and the family registry that :func:`load_extractor` looks a checkpoint's family up in.
 
 A family implements the hooks (build the network, encode posts, the loss of a batch, predict, write and
 read its files) and registers itself with :func:`register_family`; fitting runs :mod:`.training`'s loop
-over the hooks, and checkpoints are written and read in :mod:`.checkpoint`'s format. The registry lives
-here, not in :mod:`.checkpoint`, because it holds :class:`Extractor` classes and :class:`Extractor`
-uses the checkpoint format: one direction of imports, no cycle.
+over the hooks, and checkpoints are written and read in :mod:`.checkpoint`'s format, with the model card
+of :mod:`.model_card`. The registry lives here, not in :mod:`.checkpoint`, because it holds
+:class:`Extractor` classes and :class:`Extractor` uses the checkpoint format: one direction of imports,
+no cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 from ..records import Post, Quintuple
-from .checkpoint import CheckpointCard, CheckpointError, read_card, write_card
+from .checkpoint import CheckpointCard, CheckpointError, TrainingData, read_card, write_card
+from .hub import resolve_model_dir
 from .inputs import InputAssembler
+from .model_card import write_model_card
 from .training import FitReport, Scorer, TrainConfig, seed_everything, train_with_early_stopping, training_process
 
 __all__ = ["Extractor", "load_extractor", "register_family"]
 
 
 class Extractor(ABC):
-    """The interface of both model families: ``fit``, ``predict``, ``apredict``, ``save``, ``load``."""
+    """The interface of both model families: ``fit``, ``predict``, ``apredict``, ``save_pretrained``,
+    ``from_pretrained`` (``save`` and ``load`` are the same two)."""
 
     family: ClassVar[str]
     inference_only: bool = False
@@ -35,6 +39,7 @@ class Extractor(ABC):
 
     def __init__(self) -> None:
         self.report: FitReport | None = None
+        self.training_data: TrainingData | None = None
 
     def _check_trainable(self, action: str) -> None:
         if self.inference_only:
@@ -70,7 +75,17 @@ class Extractor(ABC):
 
     @classmethod
     @abstractmethod
-    def _load_files(cls, directory: Path, card: CheckpointCard) -> Self: ...
+    def _load_files(cls, directory: Path, card: CheckpointCard) -> Self:
+        """Read the family's files; ``card.format_version`` says which layout wrote them."""
+
+    def _base_model(self) -> str | None:
+        """The Hub id of the pretrained model this one was fine-tuned from, for the model card; None
+        when it came from a local folder."""
+        return None
+
+    def _max_length(self) -> int | None:
+        """The most input tokens the model reads, for the model card."""
+        return getattr(getattr(self, "config", None), "max_length", None)
 
     # -- shared --------------------------------------------------------------------------------
     def fit(
@@ -82,11 +97,13 @@ class Extractor(ABC):
         config: TrainConfig | None = None,
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
+        data_files: Mapping[str, str | Path] | None = None,
     ) -> FitReport:
         """Train on ``train``, keep the weights with the best ``scorer`` on ``val`` (early stopping).
 
         The best weights are restored at the end and, with ``checkpoint_dir``, saved there each
-        time the val score improves. Same seed and data give the same scores on CPU.
+        time the val score improves. Same seed and data give the same scores on CPU. The model card
+        records the SHA-256 of the posts and of ``data_files`` (role -> file, e.g. ``{"train": path}``).
 
         >>> model = SpanPairExtractor()  # doctest: +SKIP
         >>> report = model.fit(train, val, scorer=kecpm.eval.make_scorer(mode="paper"))  # doctest: +SKIP
@@ -103,6 +120,7 @@ class Extractor(ABC):
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
 
+        self.training_data = TrainingData.of(train, val, data_files)
         with training_process(config):
             seed_everything(config.seed)  # before the network is built: its new layers start from the seed
             self._prepare(train)
@@ -117,6 +135,7 @@ class Extractor(ABC):
                 config=config,
                 on_best=on_best,
                 progress=progress,
+                metric=getattr(scorer, "__name__", None),
             )
             self.report = report
             if checkpoint_dir is not None:
@@ -129,8 +148,13 @@ class Extractor(ABC):
         """:meth:`predict` in a worker thread, so the event loop stays free while torch works."""
         return await asyncio.to_thread(self.predict, posts, batch_size=batch_size, progress=progress)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the model to ``directory`` (created); :func:`load_extractor` reads it back."""
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model to ``directory`` (created) in the Hugging Face layout: ``config.json`` (the
+        checkpoint card), the weights and tokenizer, and a model card ``README.md``; :meth:`from_pretrained`
+        reads it back.
+
+        >>> model.save_pretrained("runs/model")  # doctest: +SKIP
+        """
         self._check_trainable("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -140,22 +164,41 @@ class Extractor(ABC):
             parts=self.assembler.parts,
             train_config=self.train_config,
             report=self.report,
+            training_data=self.training_data,
             **self._save_files(directory),
         )
+        write_model_card(directory, card, base_model=self._base_model(), max_length=self._max_length())
         write_card(directory, card)
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        """Read a model saved by :meth:`save`; :class:`CheckpointError` says what is wrong."""
-        directory = Path(directory)
+    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> Self:
+        """Load a saved model: a local folder (written by :meth:`save_pretrained` or by an earlier kecpm's
+        ``save``), or a Hugging Face Hub id (downloaded with ``huggingface_hub``; offline, only a cached
+        one). Called on :class:`Extractor`, it loads any registered family; on a family, only that family.
+        :class:`CheckpointError` says what is wrong.
+
+        >>> model = Extractor.from_pretrained("runs/seed17/model")  # doctest: +SKIP
+        >>> model = SpanPairExtractor.from_pretrained("my-org/kecpm-span-pair", revision="v1")  # doctest: +SKIP
+        """
+        directory = resolve_model_dir(name_or_path, revision=revision)
         card = read_card(directory)
-        if card.family != cls.family:
+        family = _FAMILIES.get(card.family)
+        if family is None:
+            raise CheckpointError(
+                f"{directory}: unknown model family {card.family!r} (known: {', '.join(sorted(_FAMILIES))})"
+            )
+        if not issubclass(family, cls):
             raise CheckpointError(f"{directory}: a {card.family!r} model, not a {cls.family!r} one")
-        model = cls._load_files(directory, card)
+        model = family._load_files(directory, card)
         model.train_config = card.train_config
         model.report = card.report
+        model.training_data = card.training_data
         return model
+
+    # the names kecpm used before save_pretrained / from_pretrained: the same methods
+    save = save_pretrained
+    load = from_pretrained
 
 
 _FAMILIES: dict[str, type[Extractor]] = {}
@@ -169,14 +212,11 @@ def register_family(cls: _Family) -> _Family:
     return cls
 
 
-def load_extractor(directory: str | Path) -> Extractor:
-    """Load a saved extractor of any registered family.
+def load_extractor(name_or_path: str | Path, *, revision: str | None = None) -> Extractor:
+    """Load a saved extractor of any registered family from a folder or a Hub id
+    (:meth:`Extractor.from_pretrained`).
 
     >>> model = load_extractor("runs/seed17/model")  # doctest: +SKIP
     >>> model.predict(posts)  # doctest: +SKIP
     """
-    directory = Path(directory)
-    family = read_card(directory).family
-    if family not in _FAMILIES:
-        raise CheckpointError(f"{directory}: unknown model family {family!r} (known: {', '.join(sorted(_FAMILIES))})")
-    return _FAMILIES[family].load(directory)
+    return Extractor.from_pretrained(name_or_path, revision=revision)

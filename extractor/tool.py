@@ -36,26 +36,37 @@ class ExtractionResult(BaseModel):
 def make_extraction_tool(
     extractor: Extractor, *, name: str = "extract_quintuples", description: str = TOOL_DESCRIPTION
 ) -> StructuredTool:
-    """A ``StructuredTool`` around a trained extractor; ``ainvoke`` runs the model in a worker thread.
+    """A ``StructuredTool`` around a trained extractor, sync (``func``) and async (``coroutine``: the model
+    runs in a worker thread). It returns ``content_and_artifact``: the model reads the quintuples as JSON
+    text, and the ToolMessage's ``artifact`` is the :class:`ExtractionResult`.
 
     >>> tool = make_extraction_tool(load_extractor("runs/model"))  # doctest: +SKIP
-    >>> tool.invoke({"text": "Alva Brenner signs with Oakline FC"})["quintuples"]  # doctest: +SKIP
+    >>> json.loads(tool.invoke({"text": "Alva Brenner signs with Oakline FC"}))["quintuples"]  # doctest: +SKIP
     """
     from langchain_core.tools import StructuredTool
 
-    def extract(text: str, image_description: str = "", knowledge: list[str] | None = None) -> dict[str, Any]:
+    def extract(
+        text: str, image_description: str = "", knowledge: list[str] | None = None
+    ) -> tuple[str, ExtractionResult]:
         post = ExtractionInput(text=text, image_description=image_description, knowledge=knowledge or []).to_post()
         return _result(extractor.predict([post])[0])
 
-    async def aextract(text: str, image_description: str = "", knowledge: list[str] | None = None) -> dict[str, Any]:
+    async def aextract(
+        text: str, image_description: str = "", knowledge: list[str] | None = None
+    ) -> tuple[str, ExtractionResult]:
         post = ExtractionInput(text=text, image_description=image_description, knowledge=knowledge or []).to_post()
         return _result((await extractor.apredict([post]))[0])
 
     return StructuredTool.from_function(
-        func=extract, coroutine=aextract, name=name, description=description, args_schema=ExtractionInput
+        func=extract,
+        coroutine=aextract,
+        name=name,
+        description=description,
+        args_schema=ExtractionInput,
+        response_format="content_and_artifact",
     )
 
 
-def _result(quintuples: list[Any]) -> dict[str, Any]:
+def _result(quintuples: list[Any]) -> tuple[str, ExtractionResult]:
     result = ExtractionResult(quintuples=[PredictedQuintuple.from_quintuple(q) for q in quintuples])
-    return result.model_dump(mode="json", exclude_none=True)
+    return result.model_dump_json(exclude_none=True), result

@@ -72,6 +72,7 @@ class EpochLog(BaseModel):
 class FitReport(BaseModel):
     """What a training run did: the best val score, when it was reached, and every epoch."""
 
+    metric: str | None = Field(default=None, description="the val scorer's name, e.g. paper_micro_f1")
     best_score: float = float("-inf")
     best_epoch: int = 0
     seconds_to_best: float = 0.0
@@ -143,12 +144,14 @@ def train_with_early_stopping(
     config: TrainConfig,
     on_best: Callable[[FitReport], None],
     progress: bool,
+    metric: str | None = None,
 ) -> FitReport:
     """Train ``network`` (a torch module) on ``examples`` with AdamW, warmup and linear decay, and keep
     the weights of the epoch with the best ``validate()`` score, restored at the end.
 
     ``loss(batch)`` is the scalar loss of some examples; ``on_best(report)`` is called each time the val
     score improves (to save a checkpoint). Stops after ``config.patience`` epochs without a better score.
+    ``metric`` names the score in the report.
     """
     import torch
     from tqdm.auto import tqdm
@@ -160,7 +163,7 @@ def train_with_early_stopping(
         optimizer, lambda step: min((step + 1) / max(warmup, 1), max(0.0, (steps - step) / max(steps - warmup, 1)))
     )
     generator = torch.Generator().manual_seed(config.seed)
-    report = FitReport()
+    report = FitReport(metric=metric)
     best_state: dict[str, Any] | None = None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -181,7 +184,9 @@ def train_with_early_stopping(
         score = float(validate())
         elapsed = time.perf_counter() - started
         report.history.append(EpochLog(epoch=epoch, loss=total / count, val_score=score, seconds=elapsed))
-        logger.info("epoch %d: loss %.4f, val %.4f (%.0f s)", epoch, total / count, score, elapsed)
+        # once on the terminal: beside the progress bars (tqdm.write keeps them whole), the log has it at debug
+        logger.log(logging.DEBUG if progress else logging.INFO, "epoch %d: loss %.4f, val %.4f (%.0f s)", epoch,
+                   total / count, score, elapsed)  # fmt: skip
         if progress:
             tqdm.write(f"epoch {epoch}: loss {total / count:.4f}  val {score:.4f}  ({elapsed:.0f} s)")
         if score > report.best_score:

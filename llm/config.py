@@ -45,8 +45,20 @@ class LLMConfig(BaseModel):
     )
     timeout: float = Field(default=120.0, gt=0)
     structured_method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling"
+    transport: Literal["lean", "openai"] = Field(
+        default="lean",
+        description="lean: kecpm's chat model over one keep-alive HTTP pool (the least client CPU per call); "
+        "openai: LangChain's ChatOpenAI over the openai SDK. Answers are the same: not part of cache keys.",
+    )
     vision: bool = Field(default=False, description="Send the post's image as an image content part.")
     seed: int | None = None
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="At most this many requests per second (a LangChain InMemoryRateLimiter shared by every "
+        "call of one client), beside the bound on posts in flight; None: no limit.",
+    )
+    burst: int = Field(default=1, ge=1, description="Requests the rate limiter lets through at once after a pause.")
     input_price: float = Field(default=0.0, ge=0, description="Cost per million input tokens.")
     output_price: float = Field(default=0.0, ge=0, description="Cost per million output tokens.")
 

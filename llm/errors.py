@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..errors import KecpmError
 
-__all__ = ["LLMCallError"]
+__all__ = ["LLMCallError", "LLMHTTPError"]
 
 
 class LLMCallError(KecpmError):
@@ -15,3 +17,13 @@ class LLMCallError(KecpmError):
         self.kind = kind
         self.retryable = retryable
         self.stage = stage
+
+
+class LLMHTTPError(LLMCallError):
+    """An HTTP answer that is not 2xx: ``status`` and ``headers`` (lowercase names) kept for the retry
+    policy (Retry-After) and the error's kind (``auth``, ``rate_limit``, ``server``, ``http_404``...)."""
+
+    def __init__(self, message: str, *, status: int, headers: Mapping[str, str], kind: str, retryable: bool) -> None:
+        super().__init__(message, kind=kind, retryable=retryable)
+        self.status_code = status
+        self.headers = dict(headers)

@@ -43,8 +43,8 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+    # The lean transport's LLMHTTPError carries the headers itself; the openai SDK's errors, on a response.
+    headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
         return None
     if value := headers.get("retry-after-ms"):

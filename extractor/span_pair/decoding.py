@@ -3,7 +3,9 @@
 Spans over the entity threshold (greedily without overlap) are candidates; a pair is kept when its
 relation probability passes the threshold, one direction per pair of entities, and the relation and
 both types are chosen jointly among the type pairs that relation had in training (e.g. ``member_of``
-is per -> org). A post gets at least its best pair (every JMERE post has one).
+is per -> org), or with ``one_type_per_entity`` the relation alone for each entity's most likely type.
+A post gets at least its best pair (every JMERE post has one). Relations in ``text_order_relations``
+(the symmetric ones) are written with the earlier entity as head, as the data writes them.
 """
 
 from __future__ import annotations
@@ -41,14 +43,24 @@ def entity_candidates(spans: Sequence[tuple[int, int]], scores: Sequence[float],
 
 
 def choose_pairs(
-    relation_probs: Any, head_probs: Any, tail_probs: Any, *, schema: RelationSchema, type_constraints: bool
+    relation_probs: Any,
+    head_probs: Any,
+    tail_probs: Any,
+    *,
+    schema: RelationSchema,
+    type_constraints: bool,
+    one_type_per_entity: bool = False,
 ) -> list[PairChoice | None]:
     """Per pair, the best (relation, head type, tail type) and the pair's relation probability.
 
     The joint score is P(relation) x P(head type | entity) x P(tail type | entity), over the type
-    pairs each relation had in training (or the most likely types, without type constraints).
+    pairs each relation had in training (or the most likely types, without type constraints). With
+    ``one_type_per_entity``, each entity keeps its most likely type and only the relation is chosen
+    (among those its two types had), so an entity is not ``misc`` in one pair and ``loc`` in another;
+    a pair whose types no relation had keeps the joint choice.
     """
     import torch
+    import torch.nn.functional as F
 
     relations = relation_probs[:, 1:]
     head_types = head_probs[:, 1:] / head_probs[:, 1:].sum(-1, keepdim=True)
@@ -64,6 +76,11 @@ def choose_pairs(
         joint = relations[:, :, None, None] * head_types[:, None, :, None] * tail_types[:, None, None, :]
         # -1 keeps a disallowed combination below any allowed one, even one of probability 0
         best = torch.where(allowed.bool(), joint, torch.tensor(-1.0)).flatten(1).argmax(-1)
+        if one_type_per_entity:
+            fixed = F.one_hot(head_types.argmax(-1), n_types)[:, None, :, None].bool()
+            fixed = fixed & F.one_hot(tail_types.argmax(-1), n_types)[:, None, None, :].bool() & allowed.bool()
+            best_fixed = torch.where(fixed, joint, torch.tensor(-1.0)).flatten(1).argmax(-1)
+            best = torch.where(fixed.flatten(1).any(-1), best_fixed, best)
         r_best, a_best, b_best = best // (n_types * n_types), best // n_types % n_types, best % n_types
     else:
         r_best, a_best, b_best = relations.argmax(-1), head_types.argmax(-1), tail_types.argmax(-1)
@@ -80,7 +97,8 @@ def select_quintuples(
     """A post's quintuples from its scored pairs ``(choice, head, tail)``, indices into ``spans`` (the
     post's token spans): the most probable
     first, one direction per pair of entities, those over the relation threshold (and, with
-    ``at_least_one``, the best one in any case)."""
+    ``at_least_one``, the best one in any case); a relation of ``text_order_relations`` gets the entity
+    that comes first in the post as its head."""
     scored.sort(key=lambda s: -s[0][0])
     kept, seen = [], set()
     for (probability, relation, head_type, tail_type), h, tl in scored:
@@ -89,6 +107,8 @@ def select_quintuples(
             continue
         if probability >= config.relation_threshold or (config.at_least_one and not kept):
             seen.add(key)
+            if relation in config.text_order_relations and spans[tl][0] < spans[h][0]:
+                h, tl, head_type, tail_type = tl, h, tail_type, head_type
             kept.append((h, tl, relation, head_type, tail_type))
     return [
         Quintuple(

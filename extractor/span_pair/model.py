@@ -26,13 +26,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from ...default_models import default_model
 from ...errors import Problem
 from ...labels import ENTITY_TYPES, RELATIONS
 from ...prompts import PromptTemplateFile
 from ...records import NO_WORDS, Entity, Post, Quintuple, has_words
 from ..base import Extractor, register_family
 from ..checkpoint import CheckpointCard, CheckpointError
+from ..hub import looks_like_hub_id
 from ..inputs import InputAssembler, InputParts, InputTooLong
+from ..quantization import quantize_linear_int8
 from ..training import TrainConfig, batches
 from ..windows import (
     Window,
@@ -52,6 +55,8 @@ __all__ = ["SpanPairExtractor"]
 logger = logging.getLogger("kecpm.extractor")
 
 _WEIGHTS = "model.safetensors"
+_TOKENIZER_FILE = "tokenizer.json"
+# format 1 kept the encoder's config and the tokenizer in folders of their own
 _ENCODER_DIR = "encoder"
 _TOKENIZER_DIR = "tokenizer"
 
@@ -283,6 +288,7 @@ class SpanPairExtractor(Extractor):
                 span_probs[tails],
                 schema=self.schema,
                 type_constraints=self.config.type_constraints,
+                one_type_per_entity=self.config.one_type_per_entity,
             )
             for (b, h, tl), choice in zip(rows, choices, strict=True):
                 if choice is not None:
@@ -294,46 +300,44 @@ class SpanPairExtractor(Extractor):
 
         About 1.35x the batched throughput of the float model on an AVX-512 VNNI CPU, at a cost: on seed
         17's val, paper micro-F1 37.1 against 38.9 (README, ``benchmarks/extractor_perf.py --int8``). The
-        copy cannot be trained or saved: train and save the float model, quantize after loading.
+        copy cannot be trained or saved: train and save the float model, quantize after loading. Runs on
+        :func:`kecpm.extractor.quantization.quantize_linear_int8` (torch.ao, deprecated by torch: see there).
 
         >>> fast = load_extractor("runs/model").quantized()  # doctest: +SKIP
         """
-        import warnings
-
-        import torch
-
         if self.network is None:
             raise RuntimeError("the model is not trained: call fit() or load() first")
-        try:
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-        except ImportError:  # pragma: no cover - depends on the torch version
-            raise CheckpointError("int8 inference needs torch.ao.quantization (removed from this torch)") from None
         clone = copy.copy(self)
         clone.network = copy.deepcopy(self.network)
-        with warnings.catch_warnings():  # torch marks the API deprecated in favour of torchao, not a dependency
-            warnings.simplefilter("ignore")
-            # per output channel: one scale per row of each weight matrix, less error for the same speed
-            spec = {torch.nn.Linear: per_channel_dynamic_qconfig}
-            clone.network.encoder = quantize_dynamic(clone.network.encoder, spec, dtype=torch.qint8)
+        clone.network.encoder = quantize_linear_int8(clone.network.encoder)
         clone.network.eval()
         clone.inference_only = True
         clone.inputs = self.inputs.copy()
         return clone
 
     # -- saving ---------------------------------------------------------------------------------
+    def _base_model(self) -> str | None:
+        encoder = self.config.encoder
+        if encoder is None:
+            return default_model("minilm").model_id
+        return encoder if looks_like_hub_id(encoder) else None
+
     def _save_files(self, directory: Path) -> dict[str, Any]:
+        """The weights (``model.safetensors``) and the tokenizer's files at the root, as transformers
+        lays a model out; the encoder's config goes into ``config.json`` (``encoder_config``), as a
+        composite transformers config nests its parts' configs."""
         from safetensors.torch import save_file
 
         if self.network is None:
             raise RuntimeError("nothing to save: the model is not trained")
         state = {k: v.contiguous() for k, v in self.network.state_dict().items()}
-        save_file(state, str(directory / _WEIGHTS))
-        self.tokenizer.save_pretrained(str(directory / _TOKENIZER_DIR))
-        self.network.encoder.config.save_pretrained(str(directory / _ENCODER_DIR))
+        save_file(state, str(directory / _WEIGHTS), metadata={"format": "pt"})
+        self.tokenizer.save_pretrained(str(directory))
         return {
             "config": self.config.model_dump(mode="json"),
             "schema": self.schema,
-            "files": [_WEIGHTS, f"{_ENCODER_DIR}/config.json", _TOKENIZER_DIR],
+            "encoder_config": self.network.encoder.config.to_dict(),
+            "files": [_WEIGHTS, _TOKENIZER_FILE],
         }
 
     @classmethod
@@ -348,10 +352,15 @@ class SpanPairExtractor(Extractor):
             template=card.prompt_template(),
         )
         model.schema = {r: [tuple(p) for p in pairs] for r, pairs in card.entry("schema").items()}
-        tokenizer = AutoTokenizer.from_pretrained(str(directory / _TOKENIZER_DIR))
         # the weights come with the checkpoint: only the encoder's architecture is needed here
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(directory / _ENCODER_DIR)))
-        model._build(tokenizer, encoder)
+        if card.format_version == 1:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory / _TOKENIZER_DIR))
+            encoder_config = AutoConfig.from_pretrained(str(directory / _ENCODER_DIR))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+            settings = dict(card.entry("encoder_config"))
+            encoder_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        model._build(tokenizer, AutoModel.from_config(encoder_config))
         missing, unexpected = model.network.load_state_dict(load_file(str(directory / _WEIGHTS)), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{directory}: weights do not match the model (missing {missing[:3]}...)")

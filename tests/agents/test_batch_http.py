@@ -184,6 +184,9 @@ async def test_a_broken_cache_stops_the_build_loudly(server: LoopbackServer, pos
         def put_result(self, run, result) -> None:
             raise OSError("disk full")
 
+        async def aput_result(self, run, result) -> None:  # what the builder calls: off the loop
+            raise OSError("disk full")
+
     with BrokenCache(tmp_path / "k.sqlite") as cache:
         async with KnowledgeBuilder(_config(server), cache=cache, rounds=0, progress=False) as builder:
             with pytest.raises(OSError, match="disk full"):

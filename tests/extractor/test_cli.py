@@ -32,7 +32,7 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best val micro_f1" in result.output
-    card = json.loads((out / "extractor.json").read_text())
+    card = json.loads((out / "config.json").read_text())
     assert card["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
     assert card["config"]["hidden_size"] == 32
     assert card["train_config"]["return_freed_memory"] is False
@@ -85,3 +85,16 @@ def test_unknown_labels_in_the_data_are_named(split_dir, tmp_path):
     message = str(result.exception)
     assert "bad_train.json:5" in message
     assert "unknown relation 'founded_by'" in message
+
+
+def test_predict_with_a_folder_from_an_older_kecpm_prints_one_sentence(split_dir, tmp_path):
+    old = tmp_path / "old_model"
+    old.mkdir()
+    (old / "extractor.json").write_text(json.dumps({"format_version": 0, "family": "span_pair"}))
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(old), "--data", str(split_dir / "val.json"), "--out", str(tmp_path / "p.jsonl")]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {old} holds a model in an older or unknown kecpm format")
+    assert "retrain it with `kecpm train`" in lines[0]

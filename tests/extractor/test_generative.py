@@ -98,8 +98,11 @@ def test_generative_trains_predicts_saves_and_loads(kind, tmp_path, word_tokeniz
     # A random tiny model writes mostly unparsable text: counted, not raised.
     assert model.invalid["pieces"] == sum(len(p.invalid) for p in parsed)
     predictions = model.predict(val[:4])
-    model.save(tmp_path / "saved")
-    again = load_extractor(tmp_path / "saved")
+    saved = model.save_pretrained(tmp_path / "saved")
+    # the Hugging Face layout: kecpm's card and the model card at the root, a plain transformers folder in model/
+    assert (saved / "config.json").is_file() and (saved / "README.md").is_file()
+    assert (saved / "model" / "config.json").is_file()
+    again = load_extractor(saved)
     assert isinstance(again, GenerativeExtractor)
     assert again.predict(val[:4]) == predictions
     assert again.assembler.parts == InputParts.preset("imagecap")

@@ -33,7 +33,9 @@ def test_tool_schema_and_sync_call(tool, trained_tiny, synthetic_split):
     post = val[0]
     schema = tool.args
     assert set(schema) == {"text", "image_description", "knowledge"}
-    result = tool.invoke({"text": post.text, "image_description": post.image_description, "knowledge": post.knowledge})
+    result = json.loads(
+        tool.invoke({"text": post.text, "image_description": post.image_description, "knowledge": post.knowledge})
+    )
     assert _surfaces(result) == _expected(trained_tiny[0], post.text, post.image_description, post.knowledge)
     assert result["quintuples"], "at least one quintuple per post"
 
@@ -42,6 +44,16 @@ async def test_tool_async_call_matches_sync(tool, synthetic_split):
     post = synthetic_split[1][3]
     arguments = {"text": post.text, "knowledge": "one sentence passed as a string"}
     assert await tool.ainvoke(arguments) == tool.invoke(arguments)
+
+
+async def test_a_tool_call_returns_content_and_artifact(tool, synthetic_split):
+    from kecpm.extractor import ExtractionResult
+
+    post = synthetic_split[1][4]
+    call = {"name": tool.name, "args": {"text": post.text}, "id": "call_9", "type": "tool_call"}
+    for message in (tool.invoke(call), await tool.ainvoke(call)):
+        assert isinstance(message.artifact, ExtractionResult)
+        assert json.loads(message.content) == message.artifact.model_dump(mode="json", exclude_none=True)
 
 
 def test_tool_arguments_are_validated():

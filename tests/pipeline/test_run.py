@@ -24,7 +24,14 @@ def test_run_writes_results_then_reuses_every_cache(tmp_path, server):
     args = ["run", "--out", str(out), "--config", _config(tmp_path, server), "--epochs", "1", "--limit", "6"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    for name in ("predictions.jsonl", "eval/report.md", "eval/scores.json", "manifest.json", "model/extractor.json"):
+    for name in (
+        "predictions.jsonl",
+        "eval/report.md",
+        "eval/scores.json",
+        "manifest.json",
+        "model/config.json",
+        "model/README.md",
+    ):
         assert (out / name).exists(), name
     calls = server.stats()["completions"]
     assert calls >= 12  # 12 posts, at least generate + critique each

@@ -66,7 +66,7 @@ async def test_astream_events_show_the_three_steps(config):
         async for event in pipeline.astream_events(POST, version="v2"):
             if event["event"] == "on_chain_end":
                 names.append(event["name"])
-    for step in ("retrieve_demonstrations", "build_knowledge", "extract_quintuples", "kecpm_pipeline"):
+    for step in ("retrieve", "knowledge", "generate", "critique", "revise", "extract", "kecpm_pipeline"):
         assert step in names
     assert names[-1] == "kecpm_pipeline"
 
@@ -82,7 +82,7 @@ def test_sync_invoke_and_batch_work_outside_and_inside_a_loop(config):
         assert asyncio.run(inside()).text == POST["text"]
 
 
-async def test_image_without_description_needs_a_vision_model(config, tmp_path):
+async def test_image_without_description_needs_a_vision_model(config, server, tmp_path):
     from PIL import Image
 
     image = tmp_path / "photo.png"
@@ -93,7 +93,11 @@ async def test_image_without_description_needs_a_vision_model(config, tmp_path):
     vision = config.model_copy(update={"llm": config.llm.model_copy(update={"vision": True})})
     async with KECPMPipeline(vision) as pipeline:
         result = await pipeline.ainvoke({"text": POST["text"], "image_bytes": image.read_bytes()})
+        calls = server.stats()["completions"]
+        again = await pipeline.ainvoke({"text": POST["text"], "image_bytes": image.read_bytes()})
     assert result.image_description
+    # The description went through the cache too: the same image and post, no new call at all.
+    assert again.image_description == result.image_description and server.stats()["completions"] == calls
 
 
 async def test_text_only_post_ranks_demonstrations_by_text(config):

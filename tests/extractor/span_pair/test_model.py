@@ -75,9 +75,9 @@ def test_models_saved_before_context_mentions_load_without_them(tiny_encoder, sy
     model = SpanPairExtractor(config)
     model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
     directory = model.save(tmp_path / "old")
-    card = json.loads((directory / "extractor.json").read_text())
+    card = json.loads((directory / "config.json").read_text())
     del card["config"]["context_mentions"], card["config"]["context_comentions"]  # as an older kecpm wrote it
-    (directory / "extractor.json").write_text(json.dumps(card))
+    (directory / "config.json").write_text(json.dumps(card))
     loaded = load_extractor(directory)
     assert loaded.config.context_mentions is loaded.config.context_comentions is False
     assert loaded.predict(val) == model.predict(val)

@@ -1,0 +1,241 @@
+"""Decoding options of the span-pair extractor, measured on saved models without retraining.
+
+Reads the models that ``benchmarks/extractor_quality.py --save DIR`` kept (``DIR/PRESET_seedN/full``,
+selected on all of val, and ``half0``/``half1``, selected on each seed-drawn half of val) and scores
+on val, per data seed, each decoding variant:
+
+- ``base``: the saved configuration;
+- ``one_type``: ``SpanPairConfig(one_type_per_entity=True)``;
+- ``text_order``: ``text_order_relations`` = the symmetric relations (peer, couple, neighbor,
+  siblings, alternate_names);
+- ``one_type+text_order``: both;
+- ``thresholds`` and ``one_type+text_order+thresholds``: entity and relation thresholds chosen on val
+  from a grid, per data seed.
+
+Plain val: the ``full`` model, thresholds chosen on all of val. Split-val: each half is predicted by
+the model selected on the other half, with the thresholds chosen on that other half
+(``kecpm.eval.cross_select``), pooled and scored on all of val. Each variant's gain over ``base`` is
+given as the mean +- std of its per-seed differences. Rows go to ``OUT/runs.json``; a rerun skips the
+(setting, seed) pairs already there with the same grid, so seeds can be added as their models appear.
+
+    nice -n 5 .venv/bin/python benchmarks/extractor_decoding.py --models runs/models --out runs/decoding
+
+The encoded posts, the encoder's hidden states, span vectors, span classes and pair projections are
+computed once per model and batch (memoized): decoding options do not change them, so the grid costs the pair head only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]
+ENTITY_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+RELATION_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "one_type": {"one_type_per_entity": True},
+    "text_order": {"text_order_relations": SYMMETRIC},
+    "one_type+text_order": {"one_type_per_entity": True, "text_order_relations": SYMMETRIC},
+}
+TUNED = {"thresholds": "base", "one_type+text_order+thresholds": "one_type+text_order"}
+
+
+def memoize_network(model) -> None:
+    """Cache what decoding options cannot change: the encoded posts and their batches, the encoder's
+    output per batch of token ids (the same posts batch the same way each time), and the span vectors,
+    span classes and pair projections computed from those (by the identity of their cached input)."""
+    from torch import nn
+
+    class Memo(nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner, self.cache = inner, {}
+
+        def forward(self, x, *rest):
+            if id(x) not in self.cache:
+                self.cache[id(x)] = (x, self.inner(x, *rest))  # x held: its id stays unique
+            return self.cache[id(x)][1]
+
+    network = model.network
+    encode, spans, hidden_by_ids, vectors_by_hidden = network.encode, network.spans, {}, {}
+
+    def cached_encode(ids, mask, type_ids):
+        key = (tuple(ids.shape), ids.numpy().tobytes())
+        if key not in hidden_by_ids:
+            hidden_by_ids[key] = encode(ids, mask, type_ids)
+        return hidden_by_ids[key]
+
+    def cached_spans(hidden, t):
+        if id(hidden) not in vectors_by_hidden:
+            vectors_by_hidden[id(hidden)] = spans(hidden, t)
+        return vectors_by_hidden[id(hidden)]
+
+    network.encode, network.spans = cached_encode, cached_spans
+    inputs, encoded_by_post, batch_by_examples = model.inputs, {}, {}
+    encode_post, batch = inputs.encode, inputs.batch
+
+    def cached_encode_post(post, *, with_labels):
+        key = (id(post), with_labels)  # the same val posts each time, held by the caller
+        if key not in encoded_by_post:
+            encoded_by_post[key] = encode_post(post, with_labels=with_labels)
+        return encoded_by_post[key]
+
+    def cached_batch(examples):
+        key = tuple(id(e) for e in examples)
+        if key not in batch_by_examples:
+            batch_by_examples[key] = batch(examples)
+        return batch_by_examples[key]
+
+    inputs.encode, inputs.batch = cached_encode_post, cached_batch
+    network.span_head, network.pair_project = Memo(network.span_head), Memo(network.pair_project)
+
+
+def predict_with(model, val, options: dict) -> list:
+    base = model.config
+    model.config = base.model_copy(update=options)
+    try:
+        return model.predict(val)
+    finally:
+        model.config = base
+
+
+def study_one(folder: Path, val, seed: int) -> list[dict]:
+    from kecpm.eval import cross_select, evaluate, make_scorer, val_halves
+    from kecpm.extractor import load_extractor
+
+    scorer = make_scorer(mode="paper", metric="micro_f1")
+    halves = val_halves(len(val), seed=seed)
+    models = [load_extractor(folder / name) for name in ("full", "half0", "half1")]
+    for model in models:
+        memoize_network(model)
+    # per variant, per model: predictions (and for the tuned ones, a grid of them)
+    fixed = {name: [predict_with(m, val, options) for m in models] for name, options in VARIANTS.items()}
+    grids = {
+        name: [
+            {
+                (e, r): predict_with(m, val, {**VARIANTS[of], "entity_threshold": e, "relation_threshold": r})
+                for e in ENTITY_GRID
+                for r in RELATION_GRID
+            }
+            for m in models
+        ]
+        for name, of in TUNED.items()
+    }
+    rows = []
+    for name in [*VARIANTS, *TUNED]:
+        if name in fixed:
+            full, half0, half1 = ({"saved": p} for p in fixed[name])
+        else:
+            full, half0, half1 = grids[name]
+        plain_choice = max(full, key=lambda k: scorer(val, full[k]))
+        split = cross_select(val, (half0, half1), scorer, halves)
+        row = {"seed": seed, "variant": name, "plain_choice": plain_choice, "split_choices": split.choices}
+        for prefix, predictions in (("", full[plain_choice]), ("split_", split.predictions)):
+            paper = evaluate(val, predictions, mode="paper")
+            standard = evaluate(val, predictions, mode="standard")
+            row |= {
+                f"{prefix}paper_micro_f1": paper.micro.f1,
+                f"{prefix}paper_macro_f1": paper.macro_f1,
+                f"{prefix}standard_micro_f1": standard.micro.f1,
+                f"{prefix}entity_f1": paper.entity.f1,
+            }
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    from kecpm.eval import mean_std
+
+    def cell(values: list[float], sign: str = "") -> str:
+        mean, std = mean_std(values)
+        return f"{100 * mean:{sign}.1f}" + (f" ± {100 * std:.1f}" if len(values) > 1 else "")
+
+    def signed(values: list[float]) -> str:
+        return cell(values, "+")
+
+    lines = [
+        "| input | decoding | seeds | paper micro-F1 | gain over base | paper macro-F1 | standard micro-F1 "
+        "| entity F1 | thresholds (entity, relation) chosen |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        mine = [r for r in rows if r["preset"] == preset]
+        base = {r["seed"]: r for r in mine if r["variant"] == "base"}
+        for variant in dict.fromkeys(r["variant"] for r in mine):
+            these = [r for r in mine if r["variant"] == variant]
+
+            def both(name: str, these=these) -> str:
+                return f"{cell([r[name] for r in these])} / {cell([r['split_' + name] for r in these])}"
+
+            gains = [
+                f"{signed([r[k] - base[r['seed']][k] for r in these])}"
+                for k in ("paper_micro_f1", "split_paper_micro_f1")
+            ]
+            chosen = "; ".join(
+                f"{r['seed']}: {r['plain_choice']} / {r['split_choices']}" for r in these if variant in TUNED
+            )
+            lines.append(
+                f"| {preset} | {variant} | {','.join(str(r['seed']) for r in these)} | {both('paper_micro_f1')} "
+                f"| {gains[0]} / {gains[1]} | {both('paper_macro_f1')} | {both('standard_micro_f1')} "
+                f"| {both('entity_f1')} | {chosen or '-'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, help="the --save folder of extractor_quality.py")
+    parser.add_argument("--data", type=Path, default=None, help="the jmere/few_shot folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[17, 67, 97])
+    parser.add_argument("--presets", nargs="+", default=["imagecap_know", "only_text"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from kecpm.paths import require_data_dir
+    from kecpm.post_files import load_split
+
+    torch.set_num_threads(args.threads)
+    data = args.data or require_data_dir() / "jmere" / "few_shot"
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.json"
+    # A rerun keeps the seeds already studied with the same grid (seeds can be added as models appear).
+    grid = [ENTITY_GRID, RELATION_GRID]
+    rows = [r for r in (json.loads(log.read_text()) if log.exists() else []) if r.get("grid") == grid]
+    for preset in args.presets:
+        for seed in args.seeds:
+            if any(r["preset"] == preset and r["seed"] == seed for r in rows):
+                continue
+            folder = args.models / f"{preset}_seed{seed}"
+            if not (folder / "full").is_dir():
+                print(f"{folder}: no saved models, skipped", file=sys.stderr)
+                continue
+            val = load_split(data / f"seed_{seed}", "val")
+            found = study_one(folder, val, seed)
+            rows += [{"preset": preset, "grid": grid, **r} for r in found]
+            for r in found:
+                print(
+                    f"{preset} seed {seed} {r['variant']}: {100 * r['paper_micro_f1']:.1f} / "
+                    f"split {100 * r['split_paper_micro_f1']:.1f}",
+                    flush=True,
+                )
+            log.write_text(json.dumps(rows, indent=1, default=str))
+            (args.out / "table.md").write_text(
+                "Decoding variants on saved span-pair models; each cell: plain val / split-val, mean ± std over "
+                "seeds; gain over base: mean ± std of the per-seed differences.\n\n" + table(rows)
+            )
+    print((args.out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""A write lock held on the call cache by another connection stalls neither the event loop nor the other
+posts' LLM calls, and the batch loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from kecpm.agents import KnowledgeBuilder, KnowledgeCache
+from kecpm.llm import LLMConfig, retry_policy
+from kecpm.records import Post
+from kecpm.testing import LoopbackServer
+
+HOLD_S = 2.0
+
+
+async def test_a_held_write_lock_does_not_stop_the_batch(server: LoopbackServer, posts: list[Post], tmp_path: Path):
+    server.configure(latency=0.05)
+    path = tmp_path / "k.sqlite"
+    batch = posts[:8]
+    llm = LLMConfig(base_url=server.base_url, model="loopback", timeout=10.0, max_tokens_param="max_tokens")
+    window: dict[str, float] = {}
+
+    def hold_lock() -> None:
+        while server.stats()["completions"] < 2:
+            time.sleep(0.01)
+        holder = sqlite3.connect(path, timeout=10, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as another process's long write would hold it
+        window["start"], window["calls_before"] = time.monotonic(), server.stats()["completions"]
+        time.sleep(HOLD_S)
+        window["calls_after"] = server.stats()["completions"]
+        holder.execute("COMMIT")
+        holder.close()
+
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            if "start" in window and "calls_after" not in window:  # while the lock is held
+                gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    async with KnowledgeBuilder(llm, cache=path, concurrency=4, progress=False, retry=retry_policy(2)) as builder:
+        report = await builder.abuild(batch)
+        run_key = builder.run_key
+    holder.join()
+    beat.cancel()
+    # Other posts' calls went on while the lock was held, and the loop never stalled.
+    assert window["calls_after"] - window["calls_before"] >= 2, window
+    assert max(gaps) < 0.5, max(gaps)
+    # Nothing lost: every post built, every call stored once, a rerun pays for nothing.
+    assert report.succeeded == len(batch) and not report.failures
+    calls = server.stats()["completions"]
+    with KnowledgeCache(path) as cache:
+        assert cache.count_calls() == calls == 3 * len(batch)
+        assert {r.post_id for r in cache.results(run_key)} == {p.id for p in batch}
+        assert cache.claims() == []
+    async with KnowledgeBuilder(llm, cache=path, concurrency=4, progress=False) as builder:
+        again = await builder.abuild(batch)
+    assert again.calls == 0 and server.stats()["completions"] == calls
+
+
+async def test_async_twins_match_the_sync_methods(tmp_path: Path) -> None:
+    from kecpm.agents import Usage
+
+    cache = KnowledgeCache(tmp_path / "k.sqlite")
+    assert await cache.alookup("k1") == "mine"
+    assert [key for key, _ in cache.claims()] == ["k1"]
+    await cache.aput_call("k1", stage="generate", template="generate@v1", model="m", output={"a": 1}, usage=Usage())
+    assert (await cache.aget_call("k1")).output == {"a": 1}
+    assert cache.get_call("k1").output == {"a": 1}
+    assert await cache.aclaim("k1") == "done" and cache.claims() == []
+    await cache.aclose()
