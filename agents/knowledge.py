@@ -271,9 +271,12 @@ class KnowledgeChain:
         self._variants[label] = variant
         return variant
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Names this chain's configuration: results of different configurations never mix in a cache."""
+        """Names this chain's configuration: results of different configurations never mix in a cache.
+
+        Computed once (a chain's configuration is fixed; :meth:`derive` makes a new chain): it hashes
+        every template and schema, 0.26 ms that every post paid again (a cached rerun's profile)."""
         return content_key(
             model=self.model_name,
             params=self.params,
