@@ -186,13 +186,13 @@ def predict(
             torch.set_num_threads(threads)
         try:
             model = load_extractor(model_dir, revision=revision)
+            if int8:
+                if not hasattr(model, "quantized"):
+                    raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
+                model = model.quantized()
         except KecpmError as exc:  # one sentence naming the folder (or torch) and what to do, not a traceback
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
-        if int8:
-            if not hasattr(model, "quantized"):
-                raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
-            model = model.quantized()
         predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")
