@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._output import err_console
+from ._output import print_error
 
 if TYPE_CHECKING:
     from kecpm.records import Post
@@ -177,7 +177,7 @@ def predict(
         try:
             predictions = predict_on_cluster(model_dir, posts, address=ray, settings=settings, int8=int8)
         except KecpmError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(1) from None
     else:
         if threads is not None:
@@ -191,7 +191,7 @@ def predict(
                     raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
                 model = model.quantized()
         except KecpmError as exc:  # one sentence naming the folder (or torch) and what to do, not a traceback
-            err_console.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(1) from None
         predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
