@@ -49,6 +49,11 @@ class SpanPairConfig(BaseModel):
         description="add to each pair the first context sentence that mentions both of its spans "
         "(off: it did not beat context_mentions alone on val, see README)",
     )
+    word_shapes: bool = Field(
+        default=False,
+        description="add to each span the shapes (case, @handle, # hashtag, digits, punctuation) of its first "
+        "and last words and of the words around it: the uncased encoder cannot see them",
+    )
     dropout: float = 0.2
     negative_spans: int = Field(default=4, ge=0, description="hard wrong spans per post paired in training")
     span_none_weight: float = Field(default=1.0, gt=0, description="loss weight of the no-entity class")

@@ -20,6 +20,7 @@ from .config import SpanPairConfig
 
 __all__ = [
     "DISTANCE_BUCKETS",
+    "SHAPES",
     "ContextIndex",
     "EncodedPost",
     "InputEncoder",
@@ -27,9 +28,44 @@ __all__ = [
     "overlap",
     "pair_rows",
     "shared_sentence",
+    "span_shapes",
+    "word_shape",
 ]
 
 DISTANCE_BUCKETS = (1, 2, 3, 4, 6, 9, 15, 10**9)  # upper bounds of the word gaps
+
+# Word shapes the lowercasing encoder loses; "none" stands for the word before the first or after the last.
+SHAPES = (
+    "none", "lower", "capitalized", "upper", "mixed", "handle", "hashtag", "hash", "at",
+    "number", "alnum", "punct", "url", "other",
+)  # fmt: skip
+_SHAPE = {name: k for k, name in enumerate(SHAPES)}
+_URL = re.compile(r"(?:https?://|www\.)", re.IGNORECASE)
+
+
+def word_shape(word: str) -> int:
+    """The index in :data:`SHAPES` of a word's shape: its case pattern, or what kind of token it is."""
+    if word in ("#", "@"):
+        return _SHAPE["hash" if word == "#" else "at"]
+    if word[:1] in ("@", "#") and len(word) > 1:
+        return _SHAPE["handle" if word[0] == "@" else "hashtag"]
+    if _URL.match(word):
+        return _SHAPE["url"]
+    letters = [c for c in word if c.isalpha()]
+    digits = any(c.isdigit() for c in word)
+    if not letters:
+        if digits:
+            return _SHAPE["number"]
+        return _SHAPE["punct"] if all(not c.isalnum() and c.isascii() for c in word) else _SHAPE["other"]
+    if digits:
+        return _SHAPE["alnum"]
+    if all(c.islower() for c in letters):
+        return _SHAPE["lower"]
+    if all(c.isupper() for c in letters):
+        return _SHAPE["upper"] if len(letters) > 1 else _SHAPE["capitalized"]
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return _SHAPE["capitalized"]
+    return _SHAPE["mixed"]
 
 
 @dataclass
@@ -39,6 +75,7 @@ class EncodedPost:
     word_first: list[int]
     word_last: list[int]
     spans: list[tuple[int, int]]
+    shapes: list[tuple[int, int, int, int]]  # per span with word_shapes: first, last, previous, next word
     mentions: list[tuple[int, int]]  # per span, its first mention's token range in ids; (0, 0): none
     sentence_sets: list[int]  # per span, a bit per context sentence that mentions it
     sentences: list[tuple[int, int]]  # each context sentence's token range in ids
@@ -127,9 +164,10 @@ class InputEncoder:
         found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans] if wanted else []
         mentions = [first for first, _ in found] if self.config.context_mentions else []
         sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
+        shapes = span_shapes(assembled.words, spans) if self.config.word_shapes else []
         labels, pairs = self._labels(post, spans) if with_labels else ([0] * len(spans), {})
         return EncodedPost(
-            ids, type_ids, first, last, spans, mentions, sentence_sets, context_index.sentences, labels, pairs
+            ids, type_ids, first, last, spans, shapes, mentions, sentence_sets, context_index.sentences, labels, pairs
         )
 
     def _labels(self, post: Post, spans: Sequence[tuple[int, int]]) -> tuple[list[int], dict[tuple[int, int], int]]:
@@ -161,7 +199,7 @@ class InputEncoder:
         mask = torch.zeros((len(examples), length), dtype=torch.long)
         types = torch.zeros((len(examples), length), dtype=torch.long)
         batch, first, last, width, labels, offsets = [], [], [], [], [], []
-        mention_start, mention_end = [], []
+        mention_start, mention_end, shapes = [], [], []
         for b, e in enumerate(examples):
             ids[b, : len(e.ids)] = torch.tensor(e.ids)
             mask[b, : len(e.ids)] = 1
@@ -174,6 +212,7 @@ class InputEncoder:
                 width.append(j - i)
             mention_start += [m[0] for m in e.mentions]
             mention_end += [m[1] for m in e.mentions]
+            shapes += e.shapes
             labels += e.span_labels
         return {
             "ids": ids,
@@ -186,6 +225,7 @@ class InputEncoder:
             "labels": torch.tensor(labels, dtype=torch.long),
             "mention_start": torch.tensor(mention_start, dtype=torch.long),
             "mention_end": torch.tensor(mention_end, dtype=torch.long),
+            "shapes": torch.tensor(shapes, dtype=torch.long).reshape(-1, 4),
             "offsets": offsets,
         }
 
@@ -218,6 +258,17 @@ def pair_rows(
         for h in candidates
         for tl in candidates
         if h != tl and not overlap(e.spans[h], e.spans[tl])
+    ]
+
+
+def span_shapes(words: Sequence[str], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """Per span, the :func:`word_shape` of its first and last words and of the words just before and after
+    it (``none`` at the post's edges)."""
+    shape = [word_shape(w) for w in words]
+    edge = _SHAPE["none"]
+    return [
+        (shape[i], shape[j - 1], shape[i - 1] if i > 0 else edge, shape[j] if j < len(words) else edge)
+        for i, j in spans
     ]
 
 

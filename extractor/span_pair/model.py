@@ -345,9 +345,10 @@ class SpanPairExtractor(Extractor):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        # models saved before context (co-)mentions existed were trained without them
+        # models saved before context (co-)mentions and word shapes existed were trained without them
+        legacy = {"context_mentions": False, "context_comentions": False, "word_shapes": False}
         model = cls(
-            SpanPairConfig(**{"context_mentions": False, "context_comentions": False, **card.entry("config")}),
+            SpanPairConfig(**{**legacy, **card.entry("config")}),
             parts=card.parts,
             template=card.prompt_template(),
         )

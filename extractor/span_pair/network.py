@@ -12,13 +12,14 @@ from torch import nn
 
 from ...labels import ENTITY_TYPES, RELATIONS
 from .config import SpanPairConfig
-from .encoding import DISTANCE_BUCKETS
+from .encoding import DISTANCE_BUCKETS, SHAPES
 
 __all__ = ["SpanPairNetwork"]
 
 
 class SpanPairNetwork(nn.Module):
-    """Span vectors (first and last subword, width, optionally the span's first context mention) are
+    """Span vectors (first and last subword, width, optionally the span's first context mention and the
+    shapes of its edge words and neighbours) are
     classified into none or a type; pairs of projected span vectors (with their product, [CLS], their
     distance, optionally the first context sentence naming both) into no relation or a relation.
 
@@ -35,6 +36,8 @@ class SpanPairNetwork(nn.Module):
         if config.context_mentions:
             span_size += size + config.width_embedding
             self.mentioned = nn.Embedding(2, config.width_embedding)
+        if config.word_shapes:
+            span_size += 4 * config.width_embedding
         self.width = nn.Embedding(config.max_span_width + 1, config.width_embedding)
         self.span_head = nn.Sequential(
             nn.Linear(span_size, config.hidden_size),
@@ -56,6 +59,9 @@ class SpanPairNetwork(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden_size, 1 + len(RELATIONS)),
         )
+        # Created last, so the other layers start from the same weights with and without it.
+        if config.word_shapes:
+            self.shape = nn.Embedding(len(SHAPES), config.width_embedding)
 
     def encode(self, ids: Any, mask: Any, type_ids: Any) -> Any:
         """The encoder's last hidden states of a padded batch."""
@@ -71,6 +77,8 @@ class SpanPairNetwork(nn.Module):
         if self.config.context_mentions:
             start, end = t["mention_start"], t["mention_end"]
             parts += [range_mean(hidden, batch, start, end), self.mentioned((end > start).long())]
+        if self.config.word_shapes:
+            parts.append(self.shape(t["shapes"]).flatten(1))
         return torch.cat(parts, dim=-1)
 
     def pairs(self, span_vectors: Any, hidden: Any, p: dict[str, Any]) -> Any:

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from kecpm.extractor import InputAssembler, InputParts, SpanPairConfig
-from kecpm.extractor.span_pair.encoding import DISTANCE_BUCKETS, InputEncoder, distance, shared_sentence
+from kecpm.extractor.span_pair.encoding import (
+    DISTANCE_BUCKETS,
+    SHAPES,
+    InputEncoder,
+    distance,
+    shared_sentence,
+    word_shape,
+)
 from kecpm.records import Post
 
 _POST = Post(
@@ -83,3 +90,29 @@ def test_distance_buckets_say_how_far_and_which_side():
     assert distance((0, 1), (5, 6)) == DISTANCE_BUCKETS.index(6)  # a gap of 4 words
     assert distance((5, 6), (0, 1)) == len(DISTANCE_BUCKETS) + DISTANCE_BUCKETS.index(6)  # tail first
     assert distance((0, 1), (100, 101)) == len(DISTANCE_BUCKETS) - 1
+
+
+@pytest.mark.parametrize(
+    ("word", "shape"),
+    [
+        ("mayor", "lower"), ("Oakline", "capitalized"), ("I", "capitalized"), ("NBA", "upper"),
+        ("iHeartAwards", "mixed"), ("@IGN", "handle"), ("#MetGala", "hashtag"), ("#", "hash"), ("@", "at"),
+        ("2018", "number"), ("1,000", "number"), ("A380", "alnum"), (":", "punct"), ("...", "punct"),
+        ("https://t.co/x1", "url"), ("\U0001f600", "other"),
+    ],
+)  # fmt: skip
+def test_word_shapes_keep_what_lowercasing_loses(word, shape):
+    assert SHAPES[word_shape(word)] == shape
+
+
+def test_a_span_carries_the_shapes_of_its_edges_and_neighbours(minilm_tokenizer):
+    post = Post(id="s1", text="RT @IGN : Edward James Olmos # MetGala")
+    plain = _encoder(minilm_tokenizer).encode(post, with_labels=False)
+    assert plain.shapes == []  # off by default: nothing computed
+    encoded = _encoder(minilm_tokenizer, word_shapes=True).encode(post, with_labels=False)
+    names = {span: tuple(SHAPES[k] for k in shape) for span, shape in zip(encoded.spans, encoded.shapes, strict=True)}
+    assert names[(3, 6)] == ("capitalized", "capitalized", "punct", "hash")  # Edward James Olmos
+    assert names[(7, 8)] == ("mixed", "mixed", "hash", "none")  # MetGala, last word
+    assert names[(0, 1)] == ("upper", "upper", "none", "handle")  # RT, first word
+    batch = _encoder(minilm_tokenizer, word_shapes=True).batch([encoded, encoded])
+    assert tuple(batch["shapes"].shape) == (2 * len(encoded.spans), 4)

@@ -76,10 +76,11 @@ def test_models_saved_before_context_mentions_load_without_them(tiny_encoder, sy
     model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
     directory = model.save(tmp_path / "old")
     card = json.loads((directory / "config.json").read_text())
-    del card["config"]["context_mentions"], card["config"]["context_comentions"]  # as an older kecpm wrote it
+    for field in ("context_mentions", "context_comentions", "word_shapes"):  # as an older kecpm wrote it
+        del card["config"][field]
     (directory / "config.json").write_text(json.dumps(card))
     loaded = load_extractor(directory)
-    assert loaded.config.context_mentions is loaded.config.context_comentions is False
+    assert loaded.config.context_mentions is loaded.config.context_comentions is loaded.config.word_shapes is False
     assert loaded.predict(val) == model.predict(val)
 
 
@@ -101,6 +102,17 @@ def test_int8_copy_predicts_and_refuses_training_and_saving(trained_tiny, synthe
     with pytest.raises(RuntimeError, match="inference-only copy"):
         fast.fit(train, val, scorer=scorer)
     assert not (tmp_path / "int8").exists()
+
+
+def test_a_model_with_word_shapes_trains_saves_and_loads(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, word_shapes=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    assert model.network.state_dict()["shape.weight"].shape[1] == config.width_embedding
+    loaded = load_extractor(model.save(tmp_path / "shapes"))
+    assert loaded.config.word_shapes is True
+    assert loaded.predict(val) == model.predict(val)
 
 
 def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_split, scorer, tmp_path):
