@@ -32,7 +32,7 @@ from .inputs import (
     Segment,
 )
 from .quantization import Int8Unavailable
-from .span_pair import SpanPairConfig, SpanPairExtractor, default_encoder_path
+from .span_pair import THRESHOLD_GRID, SpanPairConfig, SpanPairExtractor, ThresholdChoice, default_encoder_path
 from .tool import ExtractionInput, ExtractionResult, make_extraction_tool
 from .training import EpochLog, FitReport, Scorer, TrainConfig
 
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "FORMAT_VERSION",
     "INPUT_PRESETS",
+    "THRESHOLD_GRID",
     "AssembledInput",
     "CheckpointError",
     "EpochLog",
@@ -57,6 +58,7 @@ __all__ = [
     "Segment",
     "SpanPairConfig",
     "SpanPairExtractor",
+    "ThresholdChoice",
     "TrainConfig",
     "TrainingData",
     "default_encoder_path",

@@ -137,10 +137,15 @@ class Extractor(ABC):
                 progress=progress,
                 metric=getattr(scorer, "__name__", None),
             )
+            report.decoding = self._after_training(val, scorer, config)
             self.report = report
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
         return report
+
+    def _after_training(self, val: Sequence[Post], scorer: Scorer, config: TrainConfig) -> dict[str, float]:
+        """Decoding settings a family chooses on val once the best weights are back (none by default)."""
+        return {}
 
     async def apredict(
         self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False

@@ -55,6 +55,11 @@ class TrainConfig(BaseModel):
     seed: int = 17
     eval_batch_size: int = Field(default=64, ge=1)
     threads: int | None = Field(default=None, description="torch threads; None leaves torch's setting")
+    tune_thresholds: bool = Field(
+        default=False,
+        description="span-pair: after training, choose the entity and relation thresholds on val "
+        "(SpanPairExtractor.tune_thresholds)",
+    )
     return_freed_memory: bool = Field(
         default=True,
         description="glibc, while training: serve blocks >= 1 MiB by mmap so freed ones leave the process "
@@ -78,6 +83,9 @@ class FitReport(BaseModel):
     seconds_to_best: float = 0.0
     seconds: float = 0.0
     history: list[EpochLog] = Field(default_factory=list)
+    decoding: dict[str, float] = Field(
+        default_factory=dict, description="decoding settings chosen on val after training (e.g. thresholds)"
+    )
 
 
 def seed_everything(seed: int) -> None:

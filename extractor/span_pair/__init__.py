@@ -2,6 +2,6 @@
 torch), encoding posts, decoding the network's output, and the model that ties them together."""
 
 from .config import SpanPairConfig, default_encoder_path
-from .model import SpanPairExtractor
+from .model import THRESHOLD_GRID, SpanPairExtractor, ThresholdChoice
 
-__all__ = ["SpanPairConfig", "SpanPairExtractor", "default_encoder_path"]
+__all__ = ["THRESHOLD_GRID", "SpanPairConfig", "SpanPairExtractor", "ThresholdChoice", "default_encoder_path"]

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from pydantic import BaseModel, Field
+
 from ...default_models import default_model
 from ...errors import Problem
 from ...labels import ENTITY_TYPES, RELATIONS
@@ -35,8 +37,9 @@ from ..base import Extractor, register_family
 from ..checkpoint import CheckpointCard, CheckpointError
 from ..hub import looks_like_hub_id
 from ..inputs import InputAssembler, InputParts, InputTooLong
+from ..precision import encoder_precision
 from ..quantization import quantize_linear_int8
-from ..training import TrainConfig, batches
+from ..training import Scorer, TrainConfig, batches
 from ..windows import (
     Window,
     merge_pairs,
@@ -50,7 +53,24 @@ from .config import SpanPairConfig, default_encoder_path
 from .decoding import PairChoice, choose_pairs, entity_candidates, select_quintuples
 from .encoding import EncodedPost, InputEncoder, pair_rows
 
-__all__ = ["SpanPairExtractor"]
+__all__ = ["THRESHOLD_GRID", "SpanPairExtractor", "ThresholdChoice"]
+
+THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+"""The entity and relation thresholds :meth:`SpanPairExtractor.tune_thresholds` tries by default."""
+
+# (post index, window or None, the unit's spans, their entity scores, its scored candidate pairs)
+_ScoredUnit = tuple[int, Window | None, list[tuple[int, int]], list[float], list[tuple[PairChoice, int, int]]]
+_ScoredPosts = list[_ScoredUnit]
+
+
+class ThresholdChoice(BaseModel):
+    """What :meth:`SpanPairExtractor.tune_thresholds` chose, and the score with and without it."""
+
+    entity_threshold: float
+    relation_threshold: float
+    score: float = Field(description="the scorer's value on the tuning posts with the chosen thresholds")
+    untuned_score: float = Field(description="with the thresholds the model had before")
+
 
 logger = logging.getLogger("kecpm.extractor")
 
@@ -231,6 +251,65 @@ class SpanPairExtractor(Extractor):
 
         >>> model.predict([Post(id="p1", text="Alva Brenner signs with Oakline FC")])  # doctest: +SKIP
         """
+        scored = self._score(posts, self.config, batch_size=batch_size, progress=progress)
+        return self._decode(posts, scored, self.config)
+
+    def tune_thresholds(
+        self,
+        posts: Sequence[Post],
+        *,
+        scorer: Scorer,
+        entity_grid: Sequence[float] = THRESHOLD_GRID,
+        relation_grid: Sequence[float] = THRESHOLD_GRID,
+        batch_size: int = 64,
+    ) -> ThresholdChoice:
+        """Choose the entity and relation thresholds that score best on ``posts`` (val), set them in
+        ``self.config`` and say what was chosen. The network runs once, at the lowest entity threshold:
+        a higher one keeps a prefix of the same candidates, so each grid point costs decoding only.
+        A tie goes to the point nearest the thresholds the model had.
+
+        >>> model.tune_thresholds(val, scorer=make_scorer(mode="paper"))  # doctest: +SKIP
+        ThresholdChoice(entity_threshold=0.3, relation_threshold=0.4, score=0.41, untuned_score=0.39)
+        """
+        if not entity_grid or not relation_grid:
+            raise ValueError("tune_thresholds needs at least one entity and one relation threshold")
+        before = self.config
+        lowest = before.model_copy(update={"entity_threshold": min(entity_grid)})
+        scored = self._score(posts, lowest, batch_size=batch_size, progress=False)
+
+        def score(entity: float, relation: float) -> float:
+            config = before.model_copy(update={"entity_threshold": entity, "relation_threshold": relation})
+            return scorer(posts, self._decode(posts, scored, config))
+
+        grid = {(e, r): score(e, r) for e in entity_grid for r in relation_grid}
+        untuned = grid.get((before.entity_threshold, before.relation_threshold))
+        if untuned is None:
+            untuned = score(before.entity_threshold, before.relation_threshold)
+        entity, relation = max(
+            grid,
+            key=lambda k: (grid[k], -abs(k[0] - before.entity_threshold) - abs(k[1] - before.relation_threshold)),
+        )
+        self.config = before.model_copy(update={"entity_threshold": entity, "relation_threshold": relation})
+        return ThresholdChoice(
+            entity_threshold=entity, relation_threshold=relation, score=grid[entity, relation], untuned_score=untuned
+        )
+
+    def _after_training(self, val: Sequence[Post], scorer: Scorer, config: TrainConfig) -> dict[str, float]:
+        if not config.tune_thresholds:
+            return {}
+        choice = self.tune_thresholds(val, scorer=scorer, batch_size=config.eval_batch_size)
+        logger.info(
+            "thresholds chosen on val: entity %.2f, relation %.2f (val %.4f, untuned %.4f)",
+            choice.entity_threshold,
+            choice.relation_threshold,
+            choice.score,
+            choice.untuned_score,
+        )
+        return {"entity_threshold": choice.entity_threshold, "relation_threshold": choice.relation_threshold}
+
+    def _score(self, posts: Sequence[Post], config: SpanPairConfig, *, batch_size: int, progress: bool) -> _ScoredPosts:
+        """The network's verdicts on every post (by window for a long one), with ``config``'s entity
+        threshold choosing the candidate spans whose pairs are scored."""
         import torch
         from tqdm.auto import tqdm
 
@@ -244,38 +323,53 @@ class SpanPairExtractor(Extractor):
         self._log_stats()
         # Similar lengths share a batch, so little padding is computed.
         order = sorted(range(len(units)), key=lambda u: len(units[u][2].ids))
-        results: list[list[Quintuple]] = [[] for _ in posts]
-        windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
+        scored: list[_ScoredUnit] = [None] * len(units)  # type: ignore[list-item]
         was_training = self.network.training
         self.network.eval()
         with torch.inference_mode():
             for chunk in tqdm(list(batches(order, batch_size)), desc="predict", disable=not progress):
                 examples = [units[u][2] for u in chunk]
-                for u, scored in zip(chunk, self._score_batch(examples), strict=True):
+                for u, found in zip(chunk, self._score_batch(examples, config), strict=True):
                     i, window, encoded = units[u]
-                    if window is None:
-                        post = posts[readable[i]]
-                        results[readable[i]] = select_quintuples(post, encoded.spans, scored, self.config)
-                    else:
-                        windowed.setdefault(i, []).append((window, encoded.spans, scored))
+                    scored[u] = (readable[i], window, encoded.spans, *found)
         self.network.train(was_training)
+        return scored
+
+    def _decode(self, posts: Sequence[Post], scored: _ScoredPosts, config: SpanPairConfig) -> list[list[Quintuple]]:
+        """Quintuples from the network's verdicts under ``config``'s decoding (its entity threshold at
+        or above the one they were scored with)."""
+        results: list[list[Quintuple]] = [[] for _ in posts]
+        windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
+        for i, window, spans, entity_scores, pairs in scored:
+            candidates = set(entity_candidates(spans, entity_scores, config))
+            kept = [pair for pair in pairs if pair[1] in candidates and pair[2] in candidates]
+            if window is None:
+                results[i] = select_quintuples(posts[i], spans, kept, config)
+            else:
+                windowed.setdefault(i, []).append((window, spans, kept))
         for i, found in windowed.items():
             found.sort(key=lambda part: part[0].start)
-            spans, scored = merge_pairs(found)
-            quintuples = select_quintuples(posts[readable[i]], spans, scored, self.config)  # type: ignore[arg-type]
-            results[readable[i]] = one_reading_per_entity(quintuples)
+            spans, merged = merge_pairs(found)
+            quintuples = select_quintuples(posts[i], spans, merged, config)  # type: ignore[arg-type]
+            results[i] = one_reading_per_entity(quintuples)
         return results
 
-    def _score_batch(self, examples: Sequence[EncodedPost]) -> list[list[tuple[PairChoice, int, int]]]:
-        """Per example, its scored candidate pairs ``(choice, head span index, tail span index)``."""
+    def _score_batch(
+        self, examples: Sequence[EncodedPost], config: SpanPairConfig
+    ) -> list[tuple[list[float], list[tuple[PairChoice, int, int]]]]:
+        """Per example, its spans' entity scores and its scored candidate pairs ``(choice, head span
+        index, tail span index)``."""
         t = self.inputs.batch(examples)
-        hidden = self.network.encode(t["ids"], t["mask"], t["types"])
+        with encoder_precision(config.inference_precision):
+            hidden = self.network.encode(t["ids"], t["mask"], t["types"])
+        hidden = hidden.float()  # the heads (small) and the prefix sums of range_mean stay in float32
         vectors = self.network.spans(hidden, t)
         span_probs = self.network.span_head(vectors).softmax(-1)
-        candidates_per_post = []
+        candidates_per_post, entity_scores = [], []
         for b, e in enumerate(examples):
             probs = span_probs[t["offsets"][b] : t["offsets"][b] + len(e.spans)]
-            candidates_per_post.append(entity_candidates(e.spans, (1 - probs[:, 0]).tolist(), self.config))
+            entity_scores.append((1 - probs[:, 0]).tolist())
+            candidates_per_post.append(entity_candidates(e.spans, entity_scores[-1], config))
         rows = pair_rows(examples, candidates_per_post)
         scored: list[list[tuple[PairChoice, int, int]]] = [[] for _ in examples]
         if rows:
@@ -287,13 +381,13 @@ class SpanPairExtractor(Extractor):
                 span_probs[heads],
                 span_probs[tails],
                 schema=self.schema,
-                type_constraints=self.config.type_constraints,
-                one_type_per_entity=self.config.one_type_per_entity,
+                type_constraints=config.type_constraints,
+                one_type_per_entity=config.one_type_per_entity,
             )
             for (b, h, tl), choice in zip(rows, choices, strict=True):
                 if choice is not None:
                     scored[b].append((choice, h, tl))
-        return scored
+        return list(zip(entity_scores, scored, strict=True))
 
     def quantized(self) -> SpanPairExtractor:
         """An inference-only copy whose encoder's linear layers run in int8 (dynamic quantization).
@@ -308,6 +402,7 @@ class SpanPairExtractor(Extractor):
         if self.network is None:
             raise RuntimeError("the model is not trained: call fit() or load() first")
         clone = copy.copy(self)
+        clone.config = self.config.model_copy(update={"inference_precision": "float32"})  # int8 is its own
         clone.network = copy.deepcopy(self.network)
         clone.network.encoder = quantize_linear_int8(clone.network.encoder)
         clone.network.eval()

@@ -69,3 +69,23 @@ def test_predict_int8_without_torch_ao_says_so_in_one_line(trained_tiny, split_d
     assert "error: int8 inference needs torch.ao.quantization" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_bfloat16_prediction_matches_float32_and_auto_follows_the_cpu(trained_tiny, synthetic_split):
+    from kecpm.extractor.precision import bfloat16_native, resolve_precision
+
+    model, _ = trained_tiny
+    _, val = synthetic_split
+    before = model.config
+    try:
+        found = {}
+        for precision in ("float32", "bfloat16"):
+            model.config = before.model_copy(update={"inference_precision": precision})
+            found[precision] = model.predict(val)
+        # the same quintuples: bfloat16 moves the encoder's states by far less than any decision margin here
+        assert found["bfloat16"] == found["float32"]
+    finally:
+        model.config = before
+    assert resolve_precision("auto") == ("bfloat16" if bfloat16_native() else "float32")
+    assert resolve_precision("float32") == "float32"
+    assert model.quantized().config.inference_precision == "float32"

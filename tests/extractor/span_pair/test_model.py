@@ -125,3 +125,54 @@ def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_
     loaded = load_extractor(model.save(tmp_path / "comentions"))
     assert loaded.config.context_comentions is True
     assert loaded.predict(val) == model.predict(val)
+
+
+def test_tuned_thresholds_are_the_grid_s_best_by_full_prediction(trained_tiny, synthetic_split, scorer):
+    model, _ = trained_tiny
+    _, val = synthetic_split
+    before = model.config
+    grid = (0.2, 0.5, 0.8)
+    try:
+        # the oracle: a full prediction per grid point
+        brute = {}
+        for e in grid:
+            for r in grid:
+                model.config = before.model_copy(update={"entity_threshold": e, "relation_threshold": r})
+                brute[e, r] = scorer(val, model.predict(val))
+        model.config = before
+        choice = model.tune_thresholds(val, scorer=scorer, entity_grid=grid, relation_grid=grid)
+        assert choice.score == max(brute.values())
+        assert brute[choice.entity_threshold, choice.relation_threshold] == choice.score
+        assert choice.untuned_score == brute[0.5, 0.5]
+        assert (model.config.entity_threshold, model.config.relation_threshold) == (
+            choice.entity_threshold,
+            choice.relation_threshold,
+        )
+        assert scorer(val, model.predict(val)) == choice.score
+        with pytest.raises(ValueError, match="at least one"):
+            model.tune_thresholds(val, scorer=scorer, entity_grid=())
+    finally:
+        model.config = before
+
+
+def test_fit_can_choose_thresholds_on_val_and_the_checkpoint_keeps_them(tiny_encoder, synthetic_split, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96)
+    model = SpanPairExtractor(config)
+
+    def prefers_few(gold, predictions):  # a scorer that rewards high thresholds: fewer quintuples
+        return -sum(len(p) for p in predictions)
+
+    report = model.fit(
+        train[:8], val[:6], scorer=prefers_few, config=TrainConfig(epochs=1, tune_thresholds=True), progress=False
+    )
+    chosen = (model.config.entity_threshold, model.config.relation_threshold)
+    assert report.decoding == {"entity_threshold": chosen[0], "relation_threshold": chosen[1]}
+    tuned = prefers_few(val[:6], model.predict(val[:6]))
+    model.config = config.model_copy(update={"encoder": config.encoder})  # the untuned 0.5 / 0.5
+    assert tuned >= prefers_few(val[:6], model.predict(val[:6]))
+    assert SpanPairExtractor(config).config.entity_threshold == 0.5  # a fresh model is untouched
+    model.config = model.config.model_copy(update=report.decoding)
+    loaded = load_extractor(model.save(tmp_path / "tuned"))
+    assert (loaded.config.entity_threshold, loaded.config.relation_threshold) == chosen
+    assert loaded.report.decoding == report.decoding
