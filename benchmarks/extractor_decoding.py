@@ -10,18 +10,18 @@ on val, per data seed, each decoding variant:
   siblings, alternate_names);
 - ``one_type+text_order``: both;
 - ``thresholds`` and ``one_type+text_order+thresholds``: entity and relation thresholds chosen on val
-  from a grid, per data seed.
+  per data seed by ``SpanPairExtractor.tune_thresholds`` (its ``THRESHOLD_GRID``).
 
 Plain val: the ``full`` model, thresholds chosen on all of val. Split-val: each half is predicted by
 the model selected on the other half, with the thresholds chosen on that other half
-(``kecpm.eval.cross_select``), pooled and scored on all of val. Each variant's gain over ``base`` is
+(as ``kecpm.eval.cross_select`` pools them), pooled and scored on all of val. Each variant's gain over ``base`` is
 given as the mean +- std of its per-seed differences. Rows go to ``OUT/runs.json``; a rerun skips the
 (setting, seed) pairs already there with the same grid, so seeds can be added as their models appear.
 
     nice -n 5 .venv/bin/python benchmarks/extractor_decoding.py --models runs/models --out runs/decoding
 
-The encoded posts, the encoder's hidden states, span vectors, span classes and pair projections are
-computed once per model and batch (memoized): decoding options do not change them, so the grid costs the pair head only.
+The threshold grid costs one network pass per model and tuning set: ``tune_thresholds`` scores the
+candidates once at the lowest entity threshold and decodes each grid point from those verdicts.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]
-ENTITY_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-RELATION_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
 VARIANTS: dict[str, dict] = {
     "base": {},
     "one_type": {"one_type_per_entity": True},
@@ -47,97 +45,44 @@ VARIANTS: dict[str, dict] = {
 TUNED = {"thresholds": "base", "one_type+text_order+thresholds": "one_type+text_order"}
 
 
-def memoize_network(model) -> None:
-    """Cache what decoding options cannot change: the encoded posts and their batches, the encoder's
-    output per batch of token ids (the same posts batch the same way each time), and the span vectors,
-    span classes and pair projections computed from those (by the identity of their cached input)."""
-    from torch import nn
-
-    class Memo(nn.Module):
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner, self.cache = inner, {}
-
-        def forward(self, x, *rest):
-            if id(x) not in self.cache:
-                self.cache[id(x)] = (x, self.inner(x, *rest))  # x held: its id stays unique
-            return self.cache[id(x)][1]
-
-    network = model.network
-    encode, spans, hidden_by_ids, vectors_by_hidden = network.encode, network.spans, {}, {}
-
-    def cached_encode(ids, mask, type_ids):
-        key = (tuple(ids.shape), ids.numpy().tobytes())
-        if key not in hidden_by_ids:
-            hidden_by_ids[key] = encode(ids, mask, type_ids)
-        return hidden_by_ids[key]
-
-    def cached_spans(hidden, t):
-        if id(hidden) not in vectors_by_hidden:
-            vectors_by_hidden[id(hidden)] = spans(hidden, t)
-        return vectors_by_hidden[id(hidden)]
-
-    network.encode, network.spans = cached_encode, cached_spans
-    inputs, encoded_by_post, batch_by_examples = model.inputs, {}, {}
-    encode_post, batch = inputs.encode, inputs.batch
-
-    def cached_encode_post(post, *, with_labels):
-        key = (id(post), with_labels)  # the same val posts each time, held by the caller
-        if key not in encoded_by_post:
-            encoded_by_post[key] = encode_post(post, with_labels=with_labels)
-        return encoded_by_post[key]
-
-    def cached_batch(examples):
-        key = tuple(id(e) for e in examples)
-        if key not in batch_by_examples:
-            batch_by_examples[key] = batch(examples)
-        return batch_by_examples[key]
-
-    inputs.encode, inputs.batch = cached_encode_post, cached_batch
-    network.span_head, network.pair_project = Memo(network.span_head), Memo(network.pair_project)
-
-
-def predict_with(model, val, options: dict) -> list:
+def decode(model, posts, options: dict, *, tune_on=None, scorer=None) -> tuple[list, tuple | None]:
+    """``model``'s predictions on ``posts`` with the decoding ``options``; with ``tune_on``, its entity and
+    relation thresholds first chosen on those posts (``SpanPairExtractor.tune_thresholds``)."""
     base = model.config
     model.config = base.model_copy(update=options)
     try:
-        return model.predict(val)
+        chosen = None
+        if tune_on is not None:
+            choice = model.tune_thresholds(tune_on, scorer=scorer)
+            chosen = (choice.entity_threshold, choice.relation_threshold)
+        return model.predict(posts), chosen
     finally:
         model.config = base
 
 
 def study_one(folder: Path, val, seed: int) -> list[dict]:
-    from kecpm.eval import cross_select, evaluate, make_scorer, val_halves
+    from kecpm.eval import evaluate, make_scorer, val_halves
     from kecpm.extractor import load_extractor
 
     scorer = make_scorer(mode="paper", metric="micro_f1")
     halves = val_halves(len(val), seed=seed)
-    models = [load_extractor(folder / name) for name in ("full", "half0", "half1")]
-    for model in models:
-        memoize_network(model)
-    # per variant, per model: predictions (and for the tuned ones, a grid of them)
-    fixed = {name: [predict_with(m, val, options) for m in models] for name, options in VARIANTS.items()}
-    grids = {
-        name: [
-            {
-                (e, r): predict_with(m, val, {**VARIANTS[of], "entity_threshold": e, "relation_threshold": r})
-                for e in ENTITY_GRID
-                for r in RELATION_GRID
-            }
-            for m in models
-        ]
-        for name, of in TUNED.items()
-    }
+    full, *by_half = (load_extractor(folder / name) for name in ("full", "half0", "half1"))
     rows = []
     for name in [*VARIANTS, *TUNED]:
-        if name in fixed:
-            full, half0, half1 = ({"saved": p} for p in fixed[name])
-        else:
-            full, half0, half1 = grids[name]
-        plain_choice = max(full, key=lambda k: scorer(val, full[k]))
-        split = cross_select(val, (half0, half1), scorer, halves)
-        row = {"seed": seed, "variant": name, "plain_choice": plain_choice, "split_choices": split.choices}
-        for prefix, predictions in (("", full[plain_choice]), ("split_", split.predictions)):
+        options, tune = VARIANTS[TUNED.get(name, name)], name in TUNED
+        plain, plain_choice = decode(full, val, options, tune_on=val if tune else None, scorer=scorer)
+        # Split-val: each half is predicted by the model (and thresholds) chosen on the other half.
+        split, split_choices = [None] * len(val), []
+        for h, model in enumerate(by_half):
+            chosen_on, predicted = [val[i] for i in halves[h]], halves[1 - h]
+            found, choice = decode(
+                model, [val[i] for i in predicted], options, tune_on=chosen_on if tune else None, scorer=scorer
+            )
+            split_choices.append(choice)
+            for i, quintuples in zip(predicted, found, strict=True):
+                split[i] = quintuples
+        row = {"seed": seed, "variant": name, "plain_choice": plain_choice, "split_choices": split_choices}
+        for prefix, predictions in (("", plain), ("split_", split)):
             paper = evaluate(val, predictions, mode="paper")
             standard = evaluate(val, predictions, mode="standard")
             row |= {
@@ -210,7 +155,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.json"
     # A rerun keeps the seeds already studied with the same grid (seeds can be added as models appear).
-    grid = [ENTITY_GRID, RELATION_GRID]
+    from kecpm.extractor import THRESHOLD_GRID
+
+    grid = [list(THRESHOLD_GRID), list(THRESHOLD_GRID)]
     rows = [r for r in (json.loads(log.read_text()) if log.exists() else []) if r.get("grid") == grid]
     for preset in args.presets:
         for seed in args.seeds:

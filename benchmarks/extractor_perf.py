@@ -5,6 +5,8 @@ peak memory. Each figure is printed with its goal and a baseline measured in the
 
 - Throughput: posts/s of batched prediction (``--batch-size``, default 64) against one post at a time
   (the baseline), on the val posts of ``--seed`` with all inputs (captions + knowledge). Goal >= 100.
+  Then the model's precision (``SpanPairConfig.inference_precision``, ``auto``: bfloat16 where the CPU
+  has it natively) against float32, and with a trained model the val F1 of both.
 - With ``--int8``: the same throughput for the int8 copy (``SpanPairExtractor.quantized``) against the
   float model (the baseline), and, with a trained ``--model``, val paper micro-F1 of both.
 - Peak RSS of this process (``ru_maxrss``) against the RSS after importing torch and transformers
@@ -115,6 +117,7 @@ def main() -> None:
         f"{per_cpu_second:.0f} posts per CPU-second ({args.threads} threads: "
         f"about {per_cpu_second * args.threads:.0f} posts/s on idle cores)"
     )
+    compare_float32(model, val, args.batch_size, batched, trained=kind != "untrained model (worst case for decoding)")
     if args.int8:
         compare_int8(model, val, args.batch_size, batched, trained=kind != "untrained model (worst case for decoding)")
     peak = peak_rss_mb()
@@ -132,6 +135,35 @@ def main() -> None:
                 f"study {preset}: minutes to best val per seed {per_seed} (mean {statistics.mean(times):.1f}, "
                 f"max {max(times):.1f}; goal <= 10: {'met' if max(times) <= 10 else 'NOT met'})"
             )
+
+
+def compare_float32(model, val, batch_size: int, default_rate: float, *, trained: bool) -> None:
+    """The default precision (``auto``: bfloat16 where the CPU has it) against float32, same model and posts."""
+    from kecpm.eval import evaluate
+    from kecpm.extractor.precision import resolve_precision
+
+    default = model.config
+    chosen = resolve_precision(default.inference_precision)
+    default_predictions = model.predict(val, batch_size=batch_size)
+    model.config = default.model_copy(update={"inference_precision": "float32"})
+    try:
+        model.predict(val[:8])  # warm-up
+        started = time.perf_counter()
+        float_predictions = model.predict(val, batch_size=batch_size)
+        rate = len(val) / (time.perf_counter() - started)
+    finally:
+        model.config = default
+    print(
+        f"precision {default.inference_precision} ({chosen}): x{default_rate / rate:.2f} the float32 {rate:.0f} posts/s"
+    )
+    if trained:
+        ours = evaluate(val, default_predictions, mode="paper").micro.f1
+        theirs = evaluate(val, float_predictions, mode="paper").micro.f1
+        same = sum(a == b for a, b in zip(default_predictions, float_predictions, strict=True))
+        print(
+            f"val paper micro-F1: {chosen} {100 * ours:.1f} vs float32 {100 * theirs:.1f}; "
+            f"{same} of {len(val)} posts with identical quintuples"
+        )
 
 
 def compare_int8(model, val, batch_size: int, float_rate: float, *, trained: bool) -> None:
