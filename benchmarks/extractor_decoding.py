@@ -4,8 +4,8 @@ Reads the models that ``benchmarks/extractor_quality.py --save DIR`` kept (``DIR
 selected on all of val, and ``half0``/``half1``, selected on each seed-drawn half of val) and scores
 on val, per data seed, each decoding variant:
 
-- ``base``: the saved configuration;
-- ``one_type``: ``SpanPairConfig(one_type_per_entity=True)``;
+- ``base``: the saved configuration without ``text_order_relations``;
+- ``one_type``: ``SpanPairConfig(one_type_per_entity=True)``, without ``text_order_relations``;
 - ``text_order``: ``text_order_relations`` = the symmetric relations (peer, couple, neighbor,
   siblings, alternate_names);
 - ``one_type+text_order``: both;
@@ -35,10 +35,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]
+SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]  # SpanPairConfig's default
 VARIANTS: dict[str, dict] = {
-    "base": {},
-    "one_type": {"one_type_per_entity": True},
+    "base": {"text_order_relations": []},
+    "one_type": {"one_type_per_entity": True, "text_order_relations": []},
     "text_order": {"text_order_relations": SYMMETRIC},
     "one_type+text_order": {"one_type_per_entity": True, "text_order_relations": SYMMETRIC},
 }

@@ -130,6 +130,9 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
     model_fields = {k: v for k, v in overrides.items() if k in SpanPairConfig.model_fields}
     train_fields = {k: v for k, v in overrides.items() if k in TrainConfig.model_fields}
     train_seed = train_fields.pop("seed", seed)
+    # The epochs' recorded predictions are at the model's thresholds: choosing thresholds on val is
+    # benchmarks/extractor_decoding.py's job, on the saved models, with its own split-val.
+    train_fields.setdefault("tune_thresholds", False)
     model = SpanPairExtractor(SpanPairConfig(**model_fields), parts=parts)
     config = TrainConfig(seed=train_seed, epochs=args.epochs, **train_fields)
     scorer = make_scorer(mode="paper", metric="micro_f1")

@@ -440,8 +440,13 @@ class SpanPairExtractor(Extractor):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        # models saved before context (co-)mentions and word shapes existed were trained without them
-        legacy = {"context_mentions": False, "context_comentions": False, "word_shapes": False}
+        # models saved before these options existed were trained and decoded without them
+        legacy = {
+            "context_mentions": False,
+            "context_comentions": False,
+            "word_shapes": False,
+            "text_order_relations": (),
+        }
         model = cls(
             SpanPairConfig(**{**legacy, **card.entry("config")}),
             parts=card.parts,

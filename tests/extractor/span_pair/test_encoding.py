@@ -107,8 +107,8 @@ def test_word_shapes_keep_what_lowercasing_loses(word, shape):
 
 def test_a_span_carries_the_shapes_of_its_edges_and_neighbours(minilm_tokenizer):
     post = Post(id="s1", text="RT @IGN : Edward James Olmos # MetGala")
-    plain = _encoder(minilm_tokenizer).encode(post, with_labels=False)
-    assert plain.shapes == []  # off by default: nothing computed
+    plain = _encoder(minilm_tokenizer, word_shapes=False).encode(post, with_labels=False)
+    assert plain.shapes == []  # off: nothing computed
     encoded = _encoder(minilm_tokenizer, word_shapes=True).encode(post, with_labels=False)
     names = {span: tuple(SHAPES[k] for k in shape) for span, shape in zip(encoded.spans, encoded.shapes, strict=True)}
     assert names[(3, 6)] == ("capitalized", "capitalized", "punct", "hash")  # Edward James Olmos

@@ -69,18 +69,18 @@ async def test_apredict_matches_predict(trained_tiny, synthetic_split):
 
 def test_models_saved_before_context_mentions_load_without_them(tiny_encoder, synthetic_split, scorer, tmp_path):
     train, val = synthetic_split
-    config = SpanPairConfig(
-        encoder=str(tiny_encoder), hidden_size=32, max_length=96, context_mentions=False, context_comentions=False
-    )
+    old = {"context_mentions": False, "context_comentions": False, "word_shapes": False, "text_order_relations": ()}
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, **old)
     model = SpanPairExtractor(config)
     model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
     directory = model.save(tmp_path / "old")
     card = json.loads((directory / "config.json").read_text())
-    for field in ("context_mentions", "context_comentions", "word_shapes"):  # as an older kecpm wrote it
-        del card["config"][field]
+    for field in ("context_mentions", "context_comentions", "word_shapes", "text_order_relations"):
+        del card["config"][field]  # as an older kecpm wrote it
     (directory / "config.json").write_text(json.dumps(card))
     loaded = load_extractor(directory)
     assert loaded.config.context_mentions is loaded.config.context_comentions is loaded.config.word_shapes is False
+    assert loaded.config.text_order_relations == ()
     assert loaded.predict(val) == model.predict(val)
 
 
