@@ -18,7 +18,9 @@ from kecpm.extractor import (
     Extractor,
     GenerativeExtractor,
     InputParts,
+    SpanPairConfig,
     SpanPairExtractor,
+    TrainConfig,
     load_extractor,
     register_family,
 )
@@ -353,8 +355,20 @@ def _format_1_folder(model: SpanPairExtractor, tmp_path: Path) -> Path:
     return old
 
 
-def test_a_checkpoint_of_format_1_loads_and_predicts_the_same(trained_tiny, synthetic_split, tmp_path):
-    model, _ = trained_tiny
+@pytest.fixture(scope="module")
+def era_model(tiny_encoder, synthetic_split, scorer) -> SpanPairExtractor:
+    """A model with the options of format 1's time: no word shapes, relations kept in the model's direction."""
+    train, val = synthetic_split
+    config = SpanPairConfig(
+        encoder=str(tiny_encoder), hidden_size=32, max_length=96, word_shapes=False, text_order_relations=()
+    )
+    model = SpanPairExtractor(config)
+    model.fit(train, val, scorer=scorer, config=TrainConfig(epochs=2, head_learning_rate=3e-3), progress=False)
+    return model
+
+
+def test_a_checkpoint_of_format_1_loads_and_predicts_the_same(era_model, synthetic_split, tmp_path):
+    model = era_model
     old = _format_1_folder(model, tmp_path)
     loaded = load_extractor(old)
     assert isinstance(loaded, SpanPairExtractor)
@@ -365,8 +379,8 @@ def test_a_checkpoint_of_format_1_loads_and_predicts_the_same(trained_tiny, synt
     assert loaded.predict(val) == model.predict(val)
 
 
-def test_a_format_1_model_saved_again_is_in_format_2_and_predicts_the_same(trained_tiny, synthetic_split, tmp_path):
-    model, _ = trained_tiny
+def test_a_format_1_model_saved_again_is_in_format_2_and_predicts_the_same(era_model, synthetic_split, tmp_path):
+    model = era_model
     _, val = synthetic_split
     old = _format_1_folder(model, tmp_path)
     load_extractor(old).save_pretrained(old)  # in place: the format-1 card goes, config.json comes
