@@ -6,7 +6,8 @@ its first and last subword vectors, a width embedding and, with ``context_mentio
 the span's first mention in the context (image description, knowledge) with a mentioned/not flag: the
 knowledge names about 90 % of gold entities and about 12 % of all spans, and describes them there
 ("X is a professional wrestler"), which the span reads directly instead of through attention
-alone. Every ordered pair of candidate spans is classified into no relation or one of the 21
+alone; with ``word_shapes`` (default) also the shapes of its edge words and their neighbours (case,
+@handle, # hashtag, digits), which the uncased encoder cannot see. Every ordered pair of candidate spans is classified into no relation or one of the 21
 relations from both span vectors, their product, [CLS], their distance and, with
 ``context_comentions`` (off by default: on val it did not beat ``context_mentions`` alone), the mean
 vector of the first context sentence that mentions both (about half of the gold pairs have one, and it
