@@ -7,8 +7,9 @@ the span's first mention in the context (image description, knowledge) with a me
 knowledge names about 90 % of gold entities and about 12 % of all spans, and describes them there
 ("X is a professional wrestler"), which the span reads directly instead of through attention
 alone; with ``word_shapes`` (default) also the shapes of its edge words and their neighbours (case,
-@handle, # hashtag, digits), which the uncased encoder cannot see. Every ordered pair of candidate spans is classified into no relation or one of the 21
-relations from both span vectors, their product, [CLS], their distance and, with
+@handle, # hashtag, digits), which the uncased encoder cannot see. Every ordered pair of candidate
+spans is classified into no relation or one of the 21 relations from both span vectors, their product,
+[CLS], their distance and, with
 ``context_comentions`` (off by default: on val it did not beat ``context_mentions`` alone), the mean
 vector of the first context sentence that mentions both (about half of the gold pairs have one, and it
 often states the relation: "Bangkok is the capital of Thailand").
@@ -393,8 +394,9 @@ class SpanPairExtractor(Extractor):
     def quantized(self) -> SpanPairExtractor:
         """An inference-only copy whose encoder's linear layers run in int8 (dynamic quantization).
 
-        About 1.35x the batched throughput of the float model on an AVX-512 VNNI CPU, at a cost: on seed
-        17's val, paper micro-F1 37.1 against 38.9 (README, ``benchmarks/extractor_perf.py --int8``). The
+        About 1.35x the batched throughput of the float32 model on an AVX-512 VNNI CPU, at a cost: on seed
+        17's val, paper micro-F1 37.1 against 38.9 (README, ``benchmarks/extractor_perf.py --int8``); where
+        the CPU has native bfloat16 (the default's ``inference_precision="auto"``) int8 is slower (x0.86). The
         copy cannot be trained or saved: train and save the float model, quantize after loading. Runs on
         :func:`kecpm.extractor.quantization.quantize_linear_int8` (torch.ao, deprecated by torch: see there).
 
