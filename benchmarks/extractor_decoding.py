@@ -35,7 +35,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SYMMETRIC = ["peer", "couple", "neighbor", "siblings", "alternate_names"]  # SpanPairConfig's default
+from kecpm.extractor.span_pair import SYMMETRIC_RELATIONS  # after HF_HUB_OFFLINE is set
+
+SYMMETRIC = [r.value for r in SYMMETRIC_RELATIONS]  # SpanPairConfig's default
 VARIANTS: dict[str, dict] = {
     "base": {"text_order_relations": []},
     "one_type": {"one_type_per_entity": True, "text_order_relations": []},

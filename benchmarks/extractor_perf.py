@@ -102,7 +102,7 @@ def main() -> None:
 
     model.predict(val[:8])  # warm-up
     started, cpu_started = time.perf_counter(), time.process_time()
-    model.predict(val, batch_size=args.batch_size)
+    predictions = model.predict(val, batch_size=args.batch_size)
     batched = len(val) / (time.perf_counter() - started)
     # CPU seconds, summed over threads: what the figure would be on idle cores (the machine is shared)
     per_cpu_second = len(val) / (time.process_time() - cpu_started)
@@ -117,9 +117,10 @@ def main() -> None:
         f"{per_cpu_second:.0f} posts per CPU-second ({args.threads} threads: "
         f"about {per_cpu_second * args.threads:.0f} posts/s on idle cores)"
     )
-    compare_float32(model, val, args.batch_size, batched, trained=kind != "untrained model (worst case for decoding)")
+    trained = kind != "untrained model (worst case for decoding)"
+    compare_float32(model, val, predictions, args.batch_size, batched, trained=trained)
     if args.int8:
-        compare_int8(model, val, args.batch_size, batched, trained=kind != "untrained model (worst case for decoding)")
+        compare_int8(model, val, args.batch_size, batched, trained=trained)
     peak = peak_rss_mb()
     print(
         f"peak RSS {peak:.0f} MB (x{peak / baseline_rss:.1f} the {baseline_rss:.0f} MB after imports); "
@@ -137,14 +138,14 @@ def main() -> None:
             )
 
 
-def compare_float32(model, val, batch_size: int, default_rate: float, *, trained: bool) -> None:
-    """The default precision (``auto``: bfloat16 where the CPU has it) against float32, same model and posts."""
+def compare_float32(model, val, default_predictions, batch_size: int, default_rate: float, *, trained: bool) -> None:
+    """The default precision (``auto``: bfloat16 where the CPU has it), whose batched run gave
+    ``default_predictions`` at ``default_rate``, against float32: same model and posts."""
     from kecpm.eval import evaluate
     from kecpm.extractor.precision import resolve_precision
 
     default = model.config
     chosen = resolve_precision(default.inference_precision)
-    default_predictions = model.predict(val, batch_size=batch_size)
     model.config = default.model_copy(update={"inference_precision": "float32"})
     try:
         model.predict(val[:8])  # warm-up

@@ -254,7 +254,7 @@ class SpanPairExtractor(Extractor):
         >>> model.predict([Post(id="p1", text="Alva Brenner signs with Oakline FC")])  # doctest: +SKIP
         """
         scored = self._score(posts, self.config, batch_size=batch_size, progress=progress)
-        return self._decode(posts, scored, self.config)
+        return self._decode(posts, scored, self.config, rescreen=False)
 
     def tune_thresholds(
         self,
@@ -281,7 +281,7 @@ class SpanPairExtractor(Extractor):
 
         def score(entity: float, relation: float) -> float:
             config = before.model_copy(update={"entity_threshold": entity, "relation_threshold": relation})
-            return scorer(posts, self._decode(posts, scored, config))
+            return scorer(posts, self._decode(posts, scored, config, rescreen=True))
 
         grid = {(e, r): score(e, r) for e in entity_grid for r in relation_grid}
         untuned = grid.get((before.entity_threshold, before.relation_threshold))
@@ -337,14 +337,19 @@ class SpanPairExtractor(Extractor):
         self.network.train(was_training)
         return scored
 
-    def _decode(self, posts: Sequence[Post], scored: _ScoredPosts, config: SpanPairConfig) -> list[list[Quintuple]]:
-        """Quintuples from the network's verdicts under ``config``'s decoding (its entity threshold at
-        or above the one they were scored with)."""
+    def _decode(
+        self, posts: Sequence[Post], scored: _ScoredPosts, config: SpanPairConfig, *, rescreen: bool
+    ) -> list[list[Quintuple]]:
+        """Quintuples from the network's verdicts under ``config``'s decoding; with ``rescreen``, the
+        candidate spans are chosen again by ``config``'s entity threshold (at or above the one they were
+        scored with), else the pairs scored are all candidates already."""
         results: list[list[Quintuple]] = [[] for _ in posts]
         windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
         for i, window, spans, entity_scores, pairs in scored:
-            candidates = set(entity_candidates(spans, entity_scores, config))
-            kept = [pair for pair in pairs if pair[1] in candidates and pair[2] in candidates]
+            kept = pairs
+            if rescreen:
+                candidates = set(entity_candidates(spans, entity_scores, config))
+                kept = [pair for pair in pairs if pair[1] in candidates and pair[2] in candidates]
             if window is None:
                 results[i] = select_quintuples(posts[i], spans, kept, config)
             else:
