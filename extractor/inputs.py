@@ -83,12 +83,14 @@ INPUT_PRESETS: dict[str, InputParts] = {
 @dataclass(frozen=True)
 class Segment:
     """One kept message of the template. For the text segment, ``before``/``after`` are the template's
-    words around ``{text}`` and ``text`` is the post; for context, ``text`` is the whole rendered message."""
+    words around ``{text}`` and ``text`` is the post; for context, ``text`` is the whole rendered message
+    and ``knowledge`` says whether it holds knowledge."""
 
     role: Literal["text", "context"]
     text: str
     before: str = ""
     after: str = ""
+    knowledge: bool = False
 
     def render(self) -> str:
         return f"{self.before}{self.text}{self.after}"
@@ -168,7 +170,8 @@ class InputAssembler:
                 before, _, after = rendered.partition(_SENTINEL)
                 segments.append(Segment("text", " ".join(post.tokens), before, after))
             elif not fields or any(values[f] for f in fields):
-                segments.append(Segment("context", rendered.strip()))
+                holds = "knowledge" in fields and bool(values["knowledge"])
+                segments.append(Segment("context", rendered.strip(), knowledge=holds))
         return AssembledInput(post.id, tuple(post.tokens), tuple(segments), knowledge_used=len(sentences))
 
     def fit(
@@ -211,7 +214,7 @@ class InputAssembler:
             shortened = cut(assembled.segments[position].text, excess).strip()
             segments = list(assembled.segments)
             if shortened:
-                segments[position] = Segment("context", shortened)
+                segments[position] = replace(segments[position], text=shortened)
             else:
                 del segments[position]
             assembled = replace(assembled, segments=tuple(segments))

@@ -65,6 +65,21 @@ class SpanPairConfig(BaseModel):
         "and last words and of the words around it: the uncased encoder cannot see them (val: +6.0 text only)",
     )
     dropout: float = 0.2
+    knowledge_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="in training, the chance that a post is read without its knowledge in a batch (image "
+        "description kept), so the model keeps what the text alone tells it and cannot lean on knowledge "
+        "that is poor or missing",
+    )
+    knowledge_isolation: bool = Field(
+        default=False,
+        description="the post, its image description and [CLS] do not attend to the knowledge (which attends to "
+        "everything): their vectors are those of the input without knowledge, and the knowledge reaches a span "
+        "only through its context mention; a template message that mixes knowledge with other parts is "
+        "isolated whole",
+    )
     negative_spans: int = Field(default=4, ge=0, description="hard wrong spans per post paired in training")
     span_none_weight: float = Field(default=1.0, gt=0, description="loss weight of the no-entity class")
     relation_none_weight: float = Field(default=1.0, gt=0, description="loss weight of the no-relation class")

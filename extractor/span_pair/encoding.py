@@ -81,6 +81,9 @@ class EncodedPost:
     sentences: list[tuple[int, int]]  # each context sentence's token range in ids
     span_labels: list[int]
     pairs: dict[tuple[int, int], int]  # (head span index, tail span index) -> relation id
+    knowledge_start: int | None = None  # where the first segment holding knowledge begins in ids
+    # training with knowledge_dropout: the same post (or window) encoded without its knowledge
+    without_knowledge: EncodedPost | None = None
 
 
 @dataclass
@@ -140,7 +143,10 @@ class InputEncoder:
         first: list[int] = []
         last: list[int] = []
         contexts: list[tuple[str, int, list[tuple[int, int]]]] = []  # (text, first token, offsets)
+        knowledge_start = None
         for segment in assembled.segments:
+            if segment.knowledge and knowledge_start is None:
+                knowledge_start = len(ids)
             if segment.role == "text":
                 piece = self._ids(segment.before)
                 ids += piece
@@ -167,7 +173,18 @@ class InputEncoder:
         shapes = span_shapes(assembled.words, spans) if self.config.word_shapes else []
         labels, pairs = self._labels(post, spans) if with_labels else ([0] * len(spans), {})
         return EncodedPost(
-            ids, type_ids, first, last, spans, shapes, mentions, sentence_sets, context_index.sentences, labels, pairs
+            ids,
+            type_ids,
+            first,
+            last,
+            spans,
+            shapes,
+            mentions,
+            sentence_sets,
+            context_index.sentences,
+            labels,
+            pairs,
+            knowledge_start,
         )
 
     def _labels(self, post: Post, spans: Sequence[tuple[int, int]]) -> tuple[list[int], dict[tuple[int, int], int]]:
@@ -200,9 +217,12 @@ class InputEncoder:
         types = torch.zeros((len(examples), length), dtype=torch.long)
         batch, first, last, width, labels, offsets = [], [], [], [], [], []
         mention_start, mention_end, shapes = [], [], []
+        isolated: list[tuple[int, int]] = []
         for b, e in enumerate(examples):
             ids[b, : len(e.ids)] = torch.tensor(e.ids)
             mask[b, : len(e.ids)] = 1
+            if self.config.knowledge_isolation and e.knowledge_start is not None:
+                isolated.append((b, e.knowledge_start))
             types[b, : len(e.ids)] = torch.tensor(e.type_ids)
             offsets.append(len(batch))
             for i, j in e.spans:
@@ -216,7 +236,7 @@ class InputEncoder:
             labels += e.span_labels
         return {
             "ids": ids,
-            "mask": mask,
+            "mask": isolation_mask(mask, isolated) if isolated else mask,
             "types": types if self.use_types else None,
             "batch": torch.tensor(batch, dtype=torch.long),
             "first": torch.tensor(first, dtype=torch.long),
@@ -246,6 +266,18 @@ class InputEncoder:
             p["sentence_start"] = [r[0] for r in shared]
             p["sentence_end"] = [r[1] for r in shared]
         return {k: torch.tensor(v, dtype=torch.long) for k, v in p.items()}
+
+
+def isolation_mask(mask: Any, isolated: Sequence[tuple[int, int]]) -> Any:
+    """The additive attention mask ``(batch, 1, query, key)`` of a padded batch in which, for each ``(b,
+    start)``, the tokens of example ``b`` before ``start`` see only each other (what ``knowledge_isolation``
+    needs); the other examples see their whole input. A 4-D float mask works with every attention kernel."""
+    import torch
+
+    visible = mask.bool()[:, None, None, :].repeat(1, 1, mask.shape[1], 1)
+    for b, start in isolated:
+        visible[b, 0, :start, start:] = False
+    return torch.zeros(visible.shape).masked_fill(~visible, torch.finfo(torch.float32).min)
 
 
 def pair_rows(

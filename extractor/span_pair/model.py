@@ -13,8 +13,9 @@ spans is classified into no relation or one of the 21 relations from both span v
 ``context_comentions`` (off by default: on val it did not beat ``context_mentions`` alone), the mean
 vector of the first context sentence that mentions both (about half of the gold pairs have one, and it
 often states the relation: "Bangkok is the capital of Thailand").
-Training pairs are the gold entities plus the highest-scoring wrong spans (hard negatives); decoding is
-:mod:`.decoding`'s.
+Training pairs are the gold entities plus the highest-scoring wrong spans (hard negatives); with
+``knowledge_dropout`` a post is read in some batches without its knowledge, so that knowledge adds to
+what the text tells rather than replacing it. Decoding is :mod:`.decoding`'s.
 
 This module ties the parts together: :mod:`.encoding` (posts -> examples), :mod:`.network` (imported
 where a network is built, as it imports torch), :mod:`.decoding`, and the family's checkpoint files.
@@ -154,9 +155,15 @@ class SpanPairExtractor(Extractor):
 
     # -- training -------------------------------------------------------------------------------
     def _examples(self, posts: Sequence[Post]) -> list[EncodedPost]:
-        encoded = [e for _, _, e in self._encode(posts, with_labels=True)]
+        units = self._encode(posts, with_labels=True)
+        if self.config.knowledge_dropout and self.assembler.parts.knowledge:
+            # a post's windows depend on its text alone, so both readings have the same units
+            bare = self._encode([p.model_copy(update={"knowledge": []}) for p in posts], with_labels=True)
+            for (i, _, encoded), (_, _, without) in zip(units, bare, strict=True):
+                if posts[i].knowledge:
+                    encoded.without_knowledge = without
         self._log_stats()
-        return encoded
+        return [e for _, _, e in units]
 
     def _windows(self, post: Post) -> list[Window] | None:
         """The windows of a post whose text does not fit ``max_length``; None for one that does (read in
@@ -205,10 +212,18 @@ class SpanPairExtractor(Extractor):
 
     def _loss(self, examples: Sequence[EncodedPost]) -> Any:
         """Span cross-entropy over every span, plus relation cross-entropy over the pairs of the gold
-        entities and the highest-scoring wrong spans (hard negatives)."""
+        entities and the highest-scoring wrong spans (hard negatives). With ``knowledge_dropout``, each
+        post of the batch is read without its knowledge with that chance."""
         import torch
         import torch.nn.functional as F
 
+        if self.config.knowledge_dropout:
+            # torch's generator: seeded by fit, so a run repeats
+            drawn = (torch.rand(len(examples)) < self.config.knowledge_dropout).tolist()
+            examples = [
+                e.without_knowledge if drop and e.without_knowledge is not None else e
+                for e, drop in zip(examples, drawn, strict=True)
+            ]
         t = self.inputs.batch(examples)
         hidden = self.network.encode(t["ids"], t["mask"], t["types"])
         vectors = self.network.spans(hidden, t)

@@ -176,3 +176,65 @@ def test_fit_can_choose_thresholds_on_val_and_the_checkpoint_keeps_them(tiny_enc
     loaded = load_extractor(model.save(tmp_path / "tuned"))
     assert (loaded.config.entity_threshold, loaded.config.relation_threshold) == chosen
     assert loaded.report.decoding == report.decoding
+
+
+def test_knowledge_dropout_trains_on_both_readings_of_a_post(tiny_encoder, synthetic_split, scorer):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, knowledge_dropout=0.5)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1, batch_size=2), progress=False)
+    examples = model._examples(train[:8])
+    for full in examples:
+        bare = full.without_knowledge
+        assert bare is not None and len(bare.ids) < len(full.ids)
+        assert (bare.spans, bare.span_labels, bare.pairs) == (full.spans, full.span_labels, full.pairs)
+    no_knowledge = [p.model_copy(update={"knowledge": []}) for p in train[:2]]
+    assert all(e.without_knowledge is None for e in model._examples(no_knowledge))
+
+    spied, batched = model.inputs.batch, []
+
+    def spy(chosen):
+        batched.extend(chosen)
+        return spied(chosen)
+
+    model.inputs.batch = spy
+    for _ in range(4):
+        model._loss(examples)
+    read = {id(e) for e in batched}
+    assert any(id(e) in read for e in examples)  # some posts kept their knowledge
+    assert any(id(e.without_knowledge) in read for e in examples)  # and some were read without it
+
+    again = SpanPairExtractor(config)
+    again.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1, batch_size=2), progress=False)
+    assert again.predict(val) == model.predict(val)  # the draws follow fit's seed
+
+
+def test_knowledge_isolation_keeps_the_post_s_vectors_those_of_the_input_without_knowledge(
+    tiny_encoder, synthetic_split, scorer, tmp_path
+):
+    import torch
+
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, knowledge_isolation=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    model.network.eval()
+    bare_posts = [p.model_copy(update={"knowledge": []}) for p in val[:3]]
+    full, bare = model._examples(val[:3]), model._examples(bare_posts)
+    # the second post without knowledge: one batch holds isolated and plain examples
+    examples = [full[0], bare[1], full[2]]
+    with torch.no_grad():
+        t = model.inputs.batch(examples)
+        hidden = model.network.encode(t["ids"], t["mask"], t["types"])
+        for b, e in enumerate(examples):
+            alone = model.inputs.batch([bare[b]])
+            reference = model.network.encode(alone["ids"], alone["mask"], alone["types"])[0]
+            before = len(bare[b].ids) if e.knowledge_start is None else e.knowledge_start
+            assert before == len(bare[b].ids) < len(full[b].ids) or e is bare[b]
+            assert torch.allclose(hidden[b, :before], reference[:before], atol=1e-5)
+        t = model.inputs.batch([full[0]])
+        mixed = model.network.encode(t["ids"], t["ids"].new_ones(t["ids"].shape), t["types"])  # no isolation
+        assert not torch.allclose(mixed[0, : full[0].knowledge_start], hidden[0, : full[0].knowledge_start], atol=1e-3)
+    loaded = load_extractor(model.save(tmp_path / "isolated"))
+    assert loaded.config.knowledge_isolation is True
+    assert loaded.predict(val) == model.predict(val)
