@@ -157,8 +157,12 @@ class SpanPairExtractor(Extractor):
     def _examples(self, posts: Sequence[Post]) -> list[EncodedPost]:
         units = self._encode(posts, with_labels=True)
         if self.config.knowledge_dropout and self.assembler.parts.knowledge:
-            # a post's windows depend on its text alone, so both readings have the same units
+            # a post's windows depend on its text alone, so both readings have the same units; the
+            # assembly counts logged are those of the posts as given, not of the bare second reading
+            counted = self.assembler.stats.copy()
             bare = self._encode([p.model_copy(update={"knowledge": []}) for p in posts], with_labels=True)
+            self.assembler.stats.clear()
+            self.assembler.stats.update(counted)
             for (i, _, encoded), (_, _, without) in zip(units, bare, strict=True):
                 if posts[i].knowledge:
                     encoded.without_knowledge = without

@@ -190,6 +190,18 @@ def test_knowledge_dropout_trains_on_both_readings_of_a_post(tiny_encoder, synth
         assert (bare.spans, bare.span_labels, bare.pairs) == (full.spans, full.span_labels, full.pairs)
     no_knowledge = [p.model_copy(update={"knowledge": []}) for p in train[:2]]
     assert all(e.without_knowledge is None for e in model._examples(no_knowledge))
+    # the bare second reading is not counted in the input-assembly figures that training logs
+    long_one = train[0].model_copy(update={"tokens": [*train[0].tokens, *["word"] * 120]})  # read in windows
+    model._log_stats = lambda: None  # keep the counts to compare them
+    model.assembler.stats.clear()
+    model._examples([long_one, *train[1:8]])
+    with_bare = model.assembler.stats.copy()
+    model.assembler.stats.clear()
+    model.config = config.model_copy(update={"knowledge_dropout": 0.0})
+    model._examples([long_one, *train[1:8]])
+    assert with_bare["windows"] and with_bare == model.assembler.stats
+    model.config = config
+    del model._log_stats
 
     spied, batched = model.inputs.batch, []
 
