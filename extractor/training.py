@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ __all__ = [
     "FitReport",
     "Scorer",
     "TrainConfig",
+    "WeightAverage",
     "batches",
     "return_freed_memory",
     "seed_everything",
@@ -59,6 +60,14 @@ class TrainConfig(BaseModel):
         default=False,
         description="span-pair: after training, choose the entity and relation thresholds on val "
         "(SpanPairExtractor.tune_thresholds)",
+    )
+    weight_average: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="decay per step of an exponential moving average of the weights: validation, the kept best "
+        "epoch and its checkpoint use the averaged weights, which move less from epoch to epoch than the "
+        "trained ones (0: off)",
     )
     return_freed_memory: bool = Field(
         default=True,
@@ -137,6 +146,44 @@ def training_process(config: TrainConfig) -> Iterator[None]:
             return_freed_memory(False)
 
 
+class WeightAverage:
+    """An exponential moving average of a network's parameters, updated after each optimizer step.
+
+    The decay is warmed up (``min(decay, (1 + t) / (10 + t))`` at update t), so the first steps' average
+    is not held back by the random initial weights of new layers. ``applied()`` puts the average in the
+    network for a block (to validate or save it) and the trained weights back after it.
+    """
+
+    def __init__(self, network: Any, decay: float) -> None:
+        self.parameters = list(network.parameters())
+        self.average = [p.detach().clone() for p in self.parameters]
+        self.decay, self.updates = decay, 0
+
+    def update(self) -> None:
+        import torch
+
+        self.updates += 1
+        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for average, parameter in zip(self.average, self.parameters, strict=True):
+                average.lerp_(parameter, weight)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        import torch
+
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.parameters]
+            for parameter, average in zip(self.parameters, self.average, strict=True):
+                parameter.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, weights in zip(self.parameters, trained, strict=True):
+                    parameter.copy_(weights)
+
+
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -155,7 +202,8 @@ def train_with_early_stopping(
     metric: str | None = None,
 ) -> FitReport:
     """Train ``network`` (a torch module) on ``examples`` with AdamW, warmup and linear decay, and keep
-    the weights of the epoch with the best ``validate()`` score, restored at the end.
+    the weights of the epoch with the best ``validate()`` score, restored at the end (with
+    ``config.weight_average``, those of the weights' moving average, which is what is validated).
 
     ``loss(batch)`` is the scalar loss of some examples; ``on_best(report)`` is called each time the val
     score improves (to save a checkpoint). Stops after ``config.patience`` epochs without a better score.
@@ -173,6 +221,7 @@ def train_with_early_stopping(
     generator = torch.Generator().manual_seed(config.seed)
     report = FitReport(metric=metric)
     best_state: dict[str, Any] | None = None
+    average = WeightAverage(network, config.weight_average) if config.weight_average else None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         network.train()
@@ -186,22 +235,25 @@ def train_with_early_stopping(
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update()
             total += float(value.detach()) * len(batch)
             count += len(batch)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        score = float(validate())
-        elapsed = time.perf_counter() - started
-        report.history.append(EpochLog(epoch=epoch, loss=total / count, val_score=score, seconds=elapsed))
-        # once on the terminal: beside the progress bars (tqdm.write keeps them whole), the log has it at debug
-        logger.log(logging.DEBUG if progress else logging.INFO, "epoch %d: loss %.4f, val %.4f (%.0f s)", epoch,
-                   total / count, score, elapsed)  # fmt: skip
-        if progress:
-            tqdm.write(f"epoch {epoch}: loss {total / count:.4f}  val {score:.4f}  ({elapsed:.0f} s)")
-        if score > report.best_score:
-            report.best_score, report.best_epoch, report.seconds_to_best = score, epoch, elapsed
-            best_state = copy.deepcopy(network.state_dict())
-            on_best(report)
-        elif epoch - report.best_epoch >= config.patience:
+        with average.applied() if average is not None else nullcontext():
+            score = float(validate())
+            elapsed = time.perf_counter() - started
+            report.history.append(EpochLog(epoch=epoch, loss=total / count, val_score=score, seconds=elapsed))
+            # once on the terminal: beside the progress bars (tqdm.write keeps them whole), the log has it at debug
+            logger.log(logging.DEBUG if progress else logging.INFO, "epoch %d: loss %.4f, val %.4f (%.0f s)", epoch,
+                       total / count, score, elapsed)  # fmt: skip
+            if progress:
+                tqdm.write(f"epoch {epoch}: loss {total / count:.4f}  val {score:.4f}  ({elapsed:.0f} s)")
+            if score > report.best_score:
+                report.best_score, report.best_epoch, report.seconds_to_best = score, epoch, elapsed
+                best_state = copy.deepcopy(network.state_dict())
+                on_best(report)
+        if epoch - report.best_epoch >= config.patience:
             logger.info("early stop after epoch %d: no better val score for %d epochs", epoch, config.patience)
             break
     if best_state is not None:
