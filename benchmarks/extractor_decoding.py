@@ -35,6 +35,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from extractor_quality import cell, scores
+
 from kecpm.extractor.span_pair import SYMMETRIC_RELATIONS  # after HF_HUB_OFFLINE is set
 
 SYMMETRIC = [r.value for r in SYMMETRIC_RELATIONS]  # SpanPairConfig's default
@@ -63,7 +65,7 @@ def decode(model, posts, options: dict, *, tune_on=None, scorer=None) -> tuple[l
 
 
 def study_one(folder: Path, val, seed: int) -> list[dict]:
-    from kecpm.eval import evaluate, make_scorer, val_halves
+    from kecpm.eval import make_scorer, val_halves
     from kecpm.extractor import load_extractor
 
     scorer = make_scorer(mode="paper", metric="micro_f1")
@@ -84,26 +86,11 @@ def study_one(folder: Path, val, seed: int) -> list[dict]:
             for i, quintuples in zip(predicted, found, strict=True):
                 split[i] = quintuples
         row = {"seed": seed, "variant": name, "plain_choice": plain_choice, "split_choices": split_choices}
-        for prefix, predictions in (("", plain), ("split_", split)):
-            paper = evaluate(val, predictions, mode="paper")
-            standard = evaluate(val, predictions, mode="standard")
-            row |= {
-                f"{prefix}paper_micro_f1": paper.micro.f1,
-                f"{prefix}paper_macro_f1": paper.macro_f1,
-                f"{prefix}standard_micro_f1": standard.micro.f1,
-                f"{prefix}entity_f1": paper.entity.f1,
-            }
-        rows.append(row)
+        rows.append(row | scores("", val, plain) | scores("split_", val, split))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    from kecpm.eval import mean_std
-
-    def cell(values: list[float], sign: str = "") -> str:
-        mean, std = mean_std(values)
-        return f"{100 * mean:{sign}.1f}" + (f" ± {100 * std:.1f}" if len(values) > 1 else "")
-
     def signed(values: list[float]) -> str:
         return cell(values, "+")
 

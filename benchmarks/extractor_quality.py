@@ -104,6 +104,15 @@ def scores(prefix: str, val, predictions) -> dict:
     }
 
 
+def cell(values: list[float], sign: str = "") -> str:
+    """Fractions as a percentage cell: the mean ± std over seeds (the value alone for one seed);
+    ``sign="+"`` signs a gain."""
+    from kecpm.eval import mean_std
+
+    mean, std = mean_std(values)
+    return f"{100 * mean:{sign}.1f}" + (f" ± {100 * std:.1f}" if len(values) > 1 else "")
+
+
 def save_models(model, recorder: EpochRecorder, folder: Path) -> None:
     """``folder/full``: the model selected on all of val; ``folder/half0``, ``half1``: on each half."""
     best = model.network.state_dict()
@@ -114,6 +123,28 @@ def save_models(model, recorder: EpochRecorder, folder: Path) -> None:
     model.network.load_state_dict(best)
 
 
+def knowledge_dir_of(preset: str, args: argparse.Namespace) -> Path | None:
+    """The folder whose knowledge replaces ChatGPT's: only the ``llm_know`` setting reads one."""
+    return args.knowledge_dir if preset == "llm_know" else None
+
+
+def run_key(preset: str, args: argparse.Namespace, overrides: dict) -> dict:
+    """What besides preset and seed makes two runs the same run: a rerun skips a run only if all match."""
+    knowledge_dir = knowledge_dir_of(preset, args)
+    return {
+        "epochs": args.epochs,
+        "overrides": overrides,
+        "knowledge_sentences": args.knowledge_sentences,
+        "knowledge_dir": str(knowledge_dir.resolve()) if knowledge_dir is not None else None,
+    }
+
+
+def same_run(run: dict, key: dict) -> bool:
+    # A line written before the knowledge options were recorded reads as neither option given: right for the
+    # ChatGPT runs of that time, while an old llm_know run (no folder recorded) is run again, never wrongly skipped.
+    return all(run.get(k) == v for k, v in key.items())
+
+
 def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overrides: dict) -> dict:
     import torch
 
@@ -121,7 +152,7 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
     from kecpm.extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
 
     torch.set_num_threads(args.threads)
-    knowledge_dir = args.knowledge_dir if preset == "llm_know" else None
+    knowledge_dir = knowledge_dir_of(preset, args)
     parts = InputParts.preset("imagecap_know" if preset == "llm_know" else preset)
     if args.knowledge_sentences:
         parts = parts.model_copy(update={"knowledge_sentences": args.knowledge_sentences})
@@ -147,8 +178,7 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
     return {
         "preset": preset,
         "seed": seed,
-        "overrides": overrides,
-        "epochs": args.epochs,
+        **run_key(preset, args, overrides),
         "best_epoch": report.best_epoch,
         "split_epochs": split.choices,
         "epochs_run": len(report.history),
@@ -162,13 +192,6 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
 
 def table(runs: list[dict], presets: list[str]) -> str:
     """One row per setting: mean +- std over seeds, plain val / split-val in each cell."""
-    from kecpm.eval import mean_std
-
-    def cell(values: list[float]) -> str:
-        if len(values) == 1:
-            return f"{100 * values[0]:.1f}"
-        mean, std = mean_std(values)
-        return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
     def both(rows: list[dict], name: str) -> str:
         return f"{cell([r[name] for r in rows])} / {cell([r['split_' + name] for r in rows])}"
@@ -219,13 +242,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.jsonl"
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    key = {"epochs": args.epochs, "overrides": overrides}
     # Seed-major order: a partial study already compares the settings on the same seeds.
     for seed in args.seeds:
         for preset in args.presets:
-            if any(
-                r["preset"] == preset and r["seed"] == seed and all(r[k] == v for k, v in key.items()) for r in runs
-            ):
+            key = run_key(preset, args, overrides)
+            if any(r["preset"] == preset and r["seed"] == seed and same_run(r, key) for r in runs):
                 continue
             started = time.perf_counter()
             run = run_one(data, seed, preset, args, overrides)
@@ -238,12 +259,13 @@ def main() -> None:
                 f"{run['split_epochs']}, {time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
-            mine = [r for r in runs if all(r[k] == v for k, v in key.items())]
+            mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides))]
             header = (
                 f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
-                f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}. Each cell: plain val "
-                "(epoch selected on all of val) / split-val (epoch selected on one half of val, that half scored "
-                "with the other's choice, both pooled); mean ± std over seeds.\n\n"
+                f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
+                f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}. Each cell: "
+                "plain val (epoch selected on all of val) / split-val (epoch selected on one half of val, that half "
+                "scored with the other's choice, both pooled); mean ± std over seeds.\n\n"
             )
             (args.out / "table.md").write_text(header + table(mine, args.presets))
     print((args.out / "table.md").read_text(), file=sys.stdout)

@@ -145,8 +145,13 @@ def train(
 
 
 def predict(
-    model_dir: Annotated[
-        str, typer.Option("--model", help="a folder written by kecpm train, or a Hugging Face Hub id of one")
+    model_dirs: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="a folder written by kecpm train, or a Hugging Face Hub id of one; given more than once, the "
+            "span-pair models' probabilities are averaged (an ensemble)",
+        ),
     ],
     data: Annotated[Path, typer.Option("--data", help="posts to read (KECPM file)")],
     out: Annotated[Path, typer.Option("--out", help="predictions file (JSON Lines) to write")],
@@ -169,8 +174,11 @@ def predict(
     from kecpm.extractor import load_extractor
     from kecpm.predictions import write_predictions
 
+    if ray is not None and len(model_dirs) > 1:
+        raise typer.BadParameter("--ray predicts with one model; an ensemble (several --model) runs here")
     posts = _load_posts(data, knowledge)
     if ray is not None:
+        (model_dir,) = model_dirs
         from kecpm.pipeline import ClusterSettings, predict_on_cluster
 
         settings = ClusterSettings(workers=workers, batch_size=batch_size, cpus_per_worker=threads or 1)
@@ -185,14 +193,25 @@ def predict(
 
             torch.set_num_threads(threads)
         try:
-            model = load_extractor(model_dir, revision=revision)
+            models = [load_extractor(model_dir, revision=revision) for model_dir in model_dirs]
+            if int8 or len(models) > 1:
+                for model_dir, model in zip(model_dirs, models, strict=True):
+                    if not hasattr(model, "quantized"):
+                        what = "--int8" if int8 else "an ensemble"
+                        raise typer.BadParameter(
+                            f"{what} is for span-pair models; {model_dir} is a {model.family!r} one"
+                        )
             if int8:
-                if not hasattr(model, "quantized"):
-                    raise typer.BadParameter(f"--int8 is for the span-pair model, not a {model.family!r} one")
-                model = model.quantized()
+                models = [model.quantized() for model in models]
         except KecpmError as exc:  # one sentence naming the folder (or torch) and what to do, not a traceback
             print_error(exc)
             raise typer.Exit(1) from None
+        if len(models) > 1:
+            from kecpm.extractor import SpanPairEnsemble
+
+            model = SpanPairEnsemble(models)
+        else:
+            (model,) = models
         predictions = model.predict(posts, batch_size=batch_size, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

@@ -32,7 +32,14 @@ from .inputs import (
     Segment,
 )
 from .quantization import Int8Unavailable
-from .span_pair import THRESHOLD_GRID, SpanPairConfig, SpanPairExtractor, ThresholdChoice, default_encoder_path
+from .span_pair import (
+    THRESHOLD_GRID,
+    SpanPairConfig,
+    SpanPairEnsemble,
+    SpanPairExtractor,
+    ThresholdChoice,
+    default_encoder_path,
+)
 from .tool import ExtractionInput, ExtractionResult, make_extraction_tool
 from .training import EpochLog, FitReport, Scorer, TrainConfig
 
@@ -57,6 +64,7 @@ __all__ = [
     "Scorer",
     "Segment",
     "SpanPairConfig",
+    "SpanPairEnsemble",
     "SpanPairExtractor",
     "ThresholdChoice",
     "TrainConfig",

@@ -27,7 +27,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from pydantic import BaseModel, Field
 
@@ -56,7 +56,7 @@ from .config import SpanPairConfig, default_encoder_path
 from .decoding import PairChoice, choose_pairs, entity_candidates, select_quintuples
 from .encoding import EncodedPost, InputEncoder, pair_rows
 
-__all__ = ["THRESHOLD_GRID", "SpanPairExtractor", "ThresholdChoice"]
+__all__ = ["THRESHOLD_GRID", "SpanPairExtractor", "ThresholdChoice", "decode_scored", "score_posts"]
 
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 """The entity and relation thresholds :meth:`SpanPairExtractor.tune_thresholds` tries by default."""
@@ -82,6 +82,15 @@ _TOKENIZER_FILE = "tokenizer.json"
 # format 1 kept the encoder's config and the tokenizer in folders of their own
 _ENCODER_DIR = "encoder"
 _TOKENIZER_DIR = "tokenizer"
+
+
+class _SpanReading(NamedTuple):
+    """What one member's network read of a batch: its inputs, hidden states, span vectors and probabilities."""
+
+    inputs: dict[str, Any]
+    hidden: Any
+    vectors: Any
+    span_probs: Any
 
 
 @register_family
@@ -273,7 +282,7 @@ class SpanPairExtractor(Extractor):
         >>> model.predict([Post(id="p1", text="Alva Brenner signs with Oakline FC")])  # doctest: +SKIP
         """
         scored = self._score(posts, self.config, batch_size=batch_size, progress=progress)
-        return self._decode(posts, scored, self.config, rescreen=False)
+        return decode_scored(posts, scored, self.config, rescreen=False)
 
     def tune_thresholds(
         self,
@@ -300,7 +309,7 @@ class SpanPairExtractor(Extractor):
 
         def score(entity: float, relation: float) -> float:
             config = before.model_copy(update={"entity_threshold": entity, "relation_threshold": relation})
-            return scorer(posts, self._decode(posts, scored, config, rescreen=True))
+            return scorer(posts, decode_scored(posts, scored, config, rescreen=True))
 
         grid = {(e, r): score(e, r) for e in entity_grid for r in relation_grid}
         untuned = grid.get((before.entity_threshold, before.relation_threshold))
@@ -331,89 +340,23 @@ class SpanPairExtractor(Extractor):
     def _score(self, posts: Sequence[Post], config: SpanPairConfig, *, batch_size: int, progress: bool) -> _ScoredPosts:
         """The network's verdicts on every post (by window for a long one), with ``config``'s entity
         threshold choosing the candidate spans whose pairs are scored."""
-        import torch
-        from tqdm.auto import tqdm
+        return score_posts([self], posts, config, self.schema, batch_size=batch_size, progress=progress)
 
-        if self.network is None:
-            raise RuntimeError("the model is not trained: call fit() or load() first")
-        readable = [i for i, post in enumerate(posts) if has_words(post.tokens)]
-        if len(readable) < len(posts):
-            for post in (p for p in posts if not has_words(p.tokens)):
-                logger.warning("record %r: %s", post.id, NO_WORDS)
-        units = self._encode([posts[i] for i in readable], with_labels=False)
-        self._log_stats()
-        # Similar lengths share a batch, so little padding is computed.
-        order = sorted(range(len(units)), key=lambda u: len(units[u][2].ids))
-        scored: list[_ScoredUnit] = [None] * len(units)  # type: ignore[list-item]
-        was_training = self.network.training
-        self.network.eval()
-        with torch.inference_mode():
-            for chunk in tqdm(list(batches(order, batch_size)), desc="predict", disable=not progress):
-                examples = [units[u][2] for u in chunk]
-                for u, found in zip(chunk, self._score_batch(examples, config), strict=True):
-                    i, window, encoded = units[u]
-                    scored[u] = (readable[i], window, encoded.spans, *found)
-        self.network.train(was_training)
-        return scored
-
-    def _decode(
-        self, posts: Sequence[Post], scored: _ScoredPosts, config: SpanPairConfig, *, rescreen: bool
-    ) -> list[list[Quintuple]]:
-        """Quintuples from the network's verdicts under ``config``'s decoding; with ``rescreen``, the
-        candidate spans are chosen again by ``config``'s entity threshold (at or above the one they were
-        scored with), else the pairs scored are all candidates already."""
-        results: list[list[Quintuple]] = [[] for _ in posts]
-        windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
-        for i, window, spans, entity_scores, pairs in scored:
-            kept = pairs
-            if rescreen:
-                candidates = set(entity_candidates(spans, entity_scores, config))
-                kept = [pair for pair in pairs if pair[1] in candidates and pair[2] in candidates]
-            if window is None:
-                results[i] = select_quintuples(posts[i], spans, kept, config)
-            else:
-                windowed.setdefault(i, []).append((window, spans, kept))
-        for i, found in windowed.items():
-            found.sort(key=lambda part: part[0].start)
-            spans, merged = merge_pairs(found)
-            quintuples = select_quintuples(posts[i], spans, merged, config)  # type: ignore[arg-type]
-            results[i] = one_reading_per_entity(quintuples)
-        return results
-
-    def _score_batch(
-        self, examples: Sequence[EncodedPost], config: SpanPairConfig
-    ) -> list[tuple[list[float], list[tuple[PairChoice, int, int]]]]:
-        """Per example, its spans' entity scores and its scored candidate pairs ``(choice, head span
-        index, tail span index)``."""
+    def _read_spans(self, examples: Sequence[EncodedPost]) -> _SpanReading:
+        """The encoder's hidden states, the span vectors and the span probabilities of a batch."""
         t = self.inputs.batch(examples)
-        with encoder_precision(config.inference_precision):
+        with encoder_precision(self.config.inference_precision):
             hidden = self.network.encode(t["ids"], t["mask"], t["types"])
         hidden = hidden.float()  # the heads (small) and the prefix sums of range_mean stay in float32
         vectors = self.network.spans(hidden, t)
-        span_probs = self.network.span_head(vectors).softmax(-1)
-        candidates_per_post, entity_scores = [], []
-        for b, e in enumerate(examples):
-            probs = span_probs[t["offsets"][b] : t["offsets"][b] + len(e.spans)]
-            entity_scores.append((1 - probs[:, 0]).tolist())
-            candidates_per_post.append(entity_candidates(e.spans, entity_scores[-1], config))
-        rows = pair_rows(examples, candidates_per_post)
-        scored: list[list[tuple[PairChoice, int, int]]] = [[] for _ in examples]
-        if rows:
-            pair_logits = self.network.pairs(vectors, hidden, self.inputs.pairs(examples, rows, t["offsets"]))
-            heads = [t["offsets"][b] + h for b, h, _ in rows]
-            tails = [t["offsets"][b] + tl for b, _, tl in rows]
-            choices = choose_pairs(
-                pair_logits.softmax(-1),
-                span_probs[heads],
-                span_probs[tails],
-                schema=self.schema,
-                type_constraints=config.type_constraints,
-                one_type_per_entity=config.one_type_per_entity,
-            )
-            for (b, h, tl), choice in zip(rows, choices, strict=True):
-                if choice is not None:
-                    scored[b].append((choice, h, tl))
-        return list(zip(entity_scores, scored, strict=True))
+        return _SpanReading(t, hidden, vectors, self.network.span_head(vectors).softmax(-1))
+
+    def _pair_probs(
+        self, reading: _SpanReading, examples: Sequence[EncodedPost], rows: Sequence[tuple[int, int, int]]
+    ) -> Any:
+        """The relation probabilities of the candidate pairs ``rows`` of a batch read by :meth:`_read_spans`."""
+        pairs = self.inputs.pairs(examples, rows, reading.inputs["offsets"])
+        return self.network.pairs(reading.vectors, reading.hidden, pairs).softmax(-1)
 
     def quantized(self) -> SpanPairExtractor:
         """An inference-only copy whose encoder's linear layers run in int8 (dynamic quantization).
@@ -494,3 +437,132 @@ class SpanPairExtractor(Extractor):
             raise CheckpointError(f"{directory}: weights do not match the model (missing {missing[:3]}...)")
         model.network.eval()
         return model
+
+
+def score_posts(
+    members: Sequence[SpanPairExtractor],
+    posts: Sequence[Post],
+    config: SpanPairConfig,
+    schema: dict[str, list[tuple[str, str]]],
+    *,
+    batch_size: int,
+    progress: bool,
+) -> _ScoredPosts:
+    """The verdicts of one model, or of several averaged (an ensemble), on every post (by window for a
+    long one). With several members, each reads the post through its own inputs; their span probabilities
+    are averaged before ``config``'s entity threshold picks the candidates, and their relation probabilities
+    of those candidates are averaged before the pair choice. Members must cut a post into the same spans
+    and windows (the same encoder family and span settings), else a ``ValueError`` names the post."""
+    import torch
+    from tqdm.auto import tqdm
+
+    for member in members:
+        if member.network is None:
+            raise RuntimeError("the model is not trained: call fit() or load() first")
+    readable = [i for i, post in enumerate(posts) if has_words(post.tokens)]
+    if len(readable) < len(posts):
+        for post in (p for p in posts if not has_words(p.tokens)):
+            logger.warning("record %r: %s", post.id, NO_WORDS)
+    kept = [posts[i] for i in readable]
+    units = []
+    for member in members:
+        units.append(member._encode(kept, with_labels=False))
+        member._log_stats()
+    first = units[0]
+    for other in units[1:]:
+        for (i, window, a), (j, other_window, b) in zip(first, other, strict=True):
+            if (i, window, a.spans) != (j, other_window, b.spans):
+                raise ValueError(
+                    f"record {kept[i].id!r}: the ensemble's members read it into different spans or windows; "
+                    "members need the same encoder tokenizer and span settings"
+                )
+    # Similar lengths share a batch, so little padding is computed.
+    order = sorted(range(len(first)), key=lambda u: max(len(member_units[u][2].ids) for member_units in units))
+    scored: list[_ScoredUnit] = [None] * len(first)  # type: ignore[list-item]
+    modes = [member.network.training for member in members]
+    for member in members:
+        member.network.eval()
+    try:
+        with torch.inference_mode():
+            for chunk in tqdm(list(batches(order, batch_size)), desc="predict", disable=not progress):
+                examples = [[member_units[u][2] for u in chunk] for member_units in units]
+                found = _score_batch(members, examples, config, schema)
+                for u, verdicts in zip(chunk, found, strict=True):
+                    i, window, encoded = first[u]
+                    scored[u] = (readable[i], window, encoded.spans, *verdicts)
+    finally:
+        for member, mode in zip(members, modes, strict=True):
+            member.network.train(mode)
+    return scored
+
+
+def _score_batch(
+    members: Sequence[SpanPairExtractor],
+    examples: Sequence[Sequence[EncodedPost]],
+    config: SpanPairConfig,
+    schema: dict[str, list[tuple[str, str]]],
+) -> list[tuple[list[float], list[tuple[PairChoice, int, int]]]]:
+    """Per example of a batch (``examples[m]``: member ``m``'s encoding of it), its spans' entity scores
+    and its scored candidate pairs ``(choice, head span index, tail span index)``."""
+    readings = [member._read_spans(batch) for member, batch in zip(members, examples, strict=True)]
+    span_probs = _mean([r.span_probs for r in readings])
+    offsets = readings[0].inputs["offsets"]
+    candidates_per_post, entity_scores = [], []
+    for b, e in enumerate(examples[0]):
+        probs = span_probs[offsets[b] : offsets[b] + len(e.spans)]
+        entity_scores.append((1 - probs[:, 0]).tolist())
+        candidates_per_post.append(entity_candidates(e.spans, entity_scores[-1], config))
+    rows = pair_rows(examples[0], candidates_per_post)
+    scored: list[list[tuple[PairChoice, int, int]]] = [[] for _ in examples[0]]
+    if rows:
+        relation_probs = _mean(
+            [m._pair_probs(r, batch, rows) for m, r, batch in zip(members, readings, examples, strict=True)]
+        )
+        heads = [offsets[b] + h for b, h, _ in rows]
+        tails = [offsets[b] + tl for b, _, tl in rows]
+        choices = choose_pairs(
+            relation_probs,
+            span_probs[heads],
+            span_probs[tails],
+            schema=schema,
+            type_constraints=config.type_constraints,
+            one_type_per_entity=config.one_type_per_entity,
+        )
+        for (b, h, tl), choice in zip(rows, choices, strict=True):
+            if choice is not None:
+                scored[b].append((choice, h, tl))
+    return list(zip(entity_scores, scored, strict=True))
+
+
+def _mean(probabilities: Sequence[Any]) -> Any:
+    # one member's probabilities pass through untouched, so a single model predicts exactly as before
+    if len(probabilities) == 1:
+        return probabilities[0]
+    import torch
+
+    return torch.stack(list(probabilities)).mean(0)
+
+
+def decode_scored(
+    posts: Sequence[Post], scored: _ScoredPosts, config: SpanPairConfig, *, rescreen: bool
+) -> list[list[Quintuple]]:
+    """Quintuples from the network's verdicts under ``config``'s decoding; with ``rescreen``, the
+    candidate spans are chosen again by ``config``'s entity threshold (at or above the one they were
+    scored with), else the pairs scored are all candidates already."""
+    results: list[list[Quintuple]] = [[] for _ in posts]
+    windowed: dict[int, list[tuple[Window, list[tuple[int, int]], list[tuple[PairChoice, int, int]]]]] = {}
+    for i, window, spans, entity_scores, pairs in scored:
+        kept = pairs
+        if rescreen:
+            candidates = set(entity_candidates(spans, entity_scores, config))
+            kept = [pair for pair in pairs if pair[1] in candidates and pair[2] in candidates]
+        if window is None:
+            results[i] = select_quintuples(posts[i], spans, kept, config)
+        else:
+            windowed.setdefault(i, []).append((window, spans, kept))
+    for i, found in windowed.items():
+        found.sort(key=lambda part: part[0].start)
+        spans, merged = merge_pairs(found)
+        quintuples = select_quintuples(posts[i], spans, merged, config)  # type: ignore[arg-type]
+        results[i] = one_reading_per_entity(quintuples)
+    return results

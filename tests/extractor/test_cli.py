@@ -60,6 +60,17 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     assert result.exit_code == 0, result.output
     assert [r.img_id for r in read_predictions(fast)] == [p.img_id for p in val]
 
+    # a model given twice is an ensemble of two equal members: the same predictions as the model alone
+    twice = tmp_path / "twice.jsonl"
+    data = ["--data", str(split_dir / "val.json")]
+    result = runner.invoke(app, ["predict", "--model", str(out), "--model", str(out), *data, "--out", str(twice)])
+    assert result.exit_code == 0, result.output
+    assert twice.read_text() == preds.read_text()
+    result = runner.invoke(
+        app, ["predict", "--model", str(out), "--model", str(out), *data, "--out", str(twice), "--ray", "local"]
+    )
+    assert result.exit_code != 0 and "--ray predicts with one model" in result.output
+
 
 def test_knowledge_override_must_match_the_posts(split_dir, tmp_path, tiny_encoder):
     other = tmp_path / "other_knowledge.json"
