@@ -7,12 +7,15 @@ peak memory. Each figure is printed with its goal and a baseline measured in the
   (the baseline), on the val posts of ``--seed`` with all inputs (captions + knowledge). Goal >= 100.
   Then the model's precision (``SpanPairConfig.inference_precision``, ``auto``: bfloat16 where the CPU
   has it natively) against float32, and with a trained model the val F1 of both.
+- With ``--model`` given more than once: the ensemble of those models (``SpanPairEnsemble``) against its
+  first member alone (the baseline), throughput and val F1; the ensemble counts its members.
 - With ``--int8``: the same throughput for the int8 copy (``SpanPairExtractor.quantized``) against the
   float model (the baseline), and, with a trained ``--model``, val paper micro-F1 of both.
 - Peak RSS of this process (``ru_maxrss``) against the RSS after importing torch and transformers
   (the baseline). Goal <= 2 GB.
 - Training time to the best val F1: from a quality study's ``runs.jsonl`` (``--runs``, written by
-  ``benchmarks/extractor_quality.py``), or by training here with ``--train``. Goal <= 10 min per seed.
+  ``benchmarks/extractor_quality.py``; several files: also their sum per seed, an ensemble's), or by training
+  here with ``--train``. Goal <= 10 min per seed.
 
 Without ``--model`` the throughput is measured on an untrained model (random heads), which is the
 worst case for decoding: most spans pass the entity threshold, so every post gets the maximum of
@@ -48,11 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="the jmere/few_shot folder")
     parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--model", type=Path, default=None, help="a trained model directory")
+    parser.add_argument(
+        "--model", type=Path, action="append", default=None, help="a trained model directory; repeated: an ensemble"
+    )
     parser.add_argument("--train", action="store_true", help="train here to time training (one seed)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--preset", default="imagecap_know")
-    parser.add_argument("--runs", type=Path, default=None, help="runs.jsonl of a quality study")
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", default=None, help="runs.jsonl of quality studies (several: an ensemble's)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="also measure the int8 copy against the float model")
@@ -74,9 +81,15 @@ def main() -> None:
 
     from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 
+    if args.model is not None and len(args.model) > 1:
+        ensemble_throughput(args.model, val, args.batch_size)
+        report_peak(baseline_rss)
+        if args.runs is not None:
+            study_times(args.runs)
+        return
     if args.model is not None:
-        model = load_extractor(args.model)
-        kind = f"trained model {args.model}"
+        model = load_extractor(args.model[0])
+        kind = f"trained model {args.model[0]}"
     elif args.train:
         from kecpm.eval import make_scorer
 
@@ -121,21 +134,68 @@ def main() -> None:
     compare_float32(model, val, predictions, args.batch_size, batched, trained=trained)
     if args.int8:
         compare_int8(model, val, args.batch_size, batched, trained=trained)
+    report_peak(baseline_rss)
+
+    if args.runs is not None:
+        study_times(args.runs)
+
+
+def study_times(files: list[Path]) -> None:
+    """Minutes to the best val per seed of each study's runs; for several files, also their sum per seed:
+    what an ensemble of those members costs to train one after the other."""
+    per_seed: dict[int, float] = {}
+    seeds_of: list[set[int]] = []
+    for file in files:
+        runs = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        seeds_of.append({r["seed"] for r in runs})
+        for preset in dict.fromkeys(r["preset"] for r in runs):
+            mine = [r for r in runs if r["preset"] == preset]
+            times = [r["seconds_to_best"] / 60 for r in mine]
+            for r in mine:
+                per_seed[r["seed"]] = per_seed.get(r["seed"], 0.0) + r["seconds_to_best"] / 60
+            listed = ", ".join(f"{r['seed']}: {r['seconds_to_best'] / 60:.1f}" for r in mine)
+            print(
+                f"study {file.parent.name} {preset}: minutes to best val per seed {listed} (mean "
+                f"{statistics.mean(times):.1f}, max {max(times):.1f}; "
+                f"goal <= 10: {'met' if max(times) <= 10 else 'NOT met'})"
+            )
+    complete = {seed: minutes for seed, minutes in per_seed.items() if all(seed in seeds for seeds in seeds_of)}
+    if len(files) > 1 and complete:  # only the seeds every study has: a partial sum would flatter the ensemble
+        listed = ", ".join(f"{seed}: {minutes:.1f}" for seed, minutes in complete.items())
+        print(
+            f"ensemble of these studies' members, trained one after the other: minutes to best val per seed {listed} "
+            f"(goal <= 10: {'met' if max(complete.values()) <= 10 else 'NOT met'})"
+        )
+
+
+def report_peak(baseline_rss: float) -> None:
     peak = peak_rss_mb()
     print(
         f"peak RSS {peak:.0f} MB (x{peak / baseline_rss:.1f} the {baseline_rss:.0f} MB after imports); "
         f"goal <= 2048 MB: {'met' if peak <= 2048 else 'NOT met'}"
     )
 
-    if args.runs is not None:
-        runs = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
-        for preset in dict.fromkeys(r["preset"] for r in runs):
-            times = [r["seconds_to_best"] / 60 for r in runs if r["preset"] == preset]
-            per_seed = ", ".join(f"{r['seed']}: {r['seconds_to_best'] / 60:.1f}" for r in runs if r["preset"] == preset)
-            print(
-                f"study {preset}: minutes to best val per seed {per_seed} (mean {statistics.mean(times):.1f}, "
-                f"max {max(times):.1f}; goal <= 10: {'met' if max(times) <= 10 else 'NOT met'})"
-            )
+
+def ensemble_throughput(folders: list[Path], val, batch_size: int) -> None:
+    """An ensemble's batched throughput (its members count: one network pass each) against its first
+    member alone (the baseline), and the val paper micro-F1 of both."""
+    from kecpm.eval import evaluate
+    from kecpm.extractor import SpanPairEnsemble, SpanPairExtractor
+
+    members = [SpanPairExtractor.from_pretrained(folder) for folder in folders]
+    rates, f1 = {}, {}
+    for name, model in (("first member", members[0]), (f"ensemble of {len(members)}", SpanPairEnsemble(members))):
+        model.predict(val[:8])  # warm-up
+        started = time.perf_counter()
+        predictions = model.predict(val, batch_size=batch_size)
+        rates[name] = len(val) / (time.perf_counter() - started)
+        f1[name] = evaluate(val, predictions, mode="paper").micro.f1
+    (first, rate_first), (ensemble, rate) = rates.items()
+    print(
+        f"throughput: {ensemble} {rate:.0f} posts/s vs {first} {rate_first:.0f} posts/s (x{rate / rate_first:.2f}); "
+        f"goal >= 100 posts/s: {'met' if rate >= 100 else 'NOT met'}; val paper micro-F1 {100 * f1[ensemble]:.1f} "
+        f"vs {100 * f1[first]:.1f}"
+    )
 
 
 def compare_float32(model, val, default_predictions, batch_size: int, default_rate: float, *, trained: bool) -> None:
