@@ -14,6 +14,8 @@ from .base import Extractor
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
+    from .span_pair import SpanPairEnsemble
+
 __all__ = ["ExtractionInput", "ExtractionResult", "make_extraction_tool"]
 
 TOOL_DESCRIPTION = (
@@ -34,11 +36,12 @@ class ExtractionResult(BaseModel):
 
 
 def make_extraction_tool(
-    extractor: Extractor, *, name: str = "extract_quintuples", description: str = TOOL_DESCRIPTION
+    extractor: Extractor | SpanPairEnsemble, *, name: str = "extract_quintuples", description: str = TOOL_DESCRIPTION
 ) -> StructuredTool:
-    """A ``StructuredTool`` around a trained extractor, sync (``func``) and async (``coroutine``: the model
-    runs in a worker thread). It returns ``content_and_artifact``: the model reads the quintuples as JSON
-    text, and the ToolMessage's ``artifact`` is the :class:`ExtractionResult`.
+    """A ``StructuredTool`` around a trained extractor (or an ensemble of span-pair models), sync
+    (``func``) and async (``coroutine``: the model runs in a worker thread). It returns
+    ``content_and_artifact``: the model reads the quintuples as JSON text, and the ToolMessage's ``artifact``
+    is the :class:`ExtractionResult`.
 
     >>> tool = make_extraction_tool(load_extractor("runs/model"))  # doctest: +SKIP
     >>> json.loads(tool.invoke({"text": "Alva Brenner signs with Oakline FC"}))["quintuples"]  # doctest: +SKIP

@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from kecpm.extractor import ExtractionInput, make_extraction_tool
+from kecpm.extractor import ExtractionInput, SpanPairEnsemble, make_extraction_tool
 from kecpm.records import Post
 
 
@@ -38,6 +38,15 @@ def test_tool_schema_and_sync_call(tool, trained_tiny, synthetic_split):
     )
     assert _surfaces(result) == _expected(trained_tiny[0], post.text, post.image_description, post.knowledge)
     assert result["quintuples"], "at least one quintuple per post"
+
+
+async def test_an_ensemble_is_a_tool_too(trained_tiny, synthetic_split):
+    ensemble = SpanPairEnsemble([trained_tiny[0], trained_tiny[0]])
+    post = synthetic_split[1][2]
+    arguments = {"text": post.text, "knowledge": post.knowledge}
+    result = json.loads(await make_extraction_tool(ensemble).ainvoke(arguments))
+    assert _surfaces(result) == _expected(ensemble, post.text, knowledge=post.knowledge)
+    assert result["quintuples"]
 
 
 async def test_tool_async_call_matches_sync(tool, synthetic_split):
