@@ -17,8 +17,8 @@ by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--epochs 20
 (a SpanPairConfig or TrainConfig field; ``--set seed=N`` trains with seed N instead of the data seed),
 ``--threads 1``, ``--save DIR`` (keep each run's models in ``DIR/PRESET_seedN/{full,half0,half1}``:
 selected on all of val and on each half, for ``benchmarks/extractor_decoding.py``). Results are appended
-to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already there), and ``OUT/table.md`` is
-rewritten after each one.
+to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already there with the same epochs,
+overrides, ``--knowledge-sentences`` and ``--knowledge-dir``), and ``OUT/table.md`` is rewritten after each one.
 """
 
 from __future__ import annotations
