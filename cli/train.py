@@ -149,6 +149,7 @@ def predict(
         list[str],
         typer.Option(
             "--model",
+            metavar="DIR",
             help="a folder written by kecpm train, or a Hugging Face Hub id of one; given more than once, the "
             "span-pair models' probabilities are averaged (an ensemble)",
         ),
