@@ -18,13 +18,23 @@ from ...records import Entity, Post, Quintuple
 from .config import SpanPairConfig
 from .encoding import overlap
 
-__all__ = ["PairChoice", "RelationSchema", "choose_pairs", "entity_candidates", "select_quintuples"]
+__all__ = ["PairChoice", "RelationSchema", "choose_pairs", "entity_candidates", "merge_schemas", "select_quintuples"]
 
 RelationSchema = Mapping[str, Sequence[tuple[str, str]]]
 """Per relation name, the (head type, tail type) pairs it had in training."""
 
 PairChoice = tuple[float, Relation, EntityType, EntityType]
 """A pair's relation probability and its best (relation, head type, tail type)."""
+
+
+def merge_schemas(*schemas: RelationSchema) -> dict[str, list[tuple[str, str]]]:
+    """Every (head type, tail type) pair each relation has in any of ``schemas``, sorted by relation and
+    pair: a set's order changes with the process's hash seed, a saved card's must not."""
+    merged: dict[str, set[tuple[str, str]]] = {}
+    for schema in schemas:
+        for relation, pairs in schema.items():
+            merged.setdefault(relation, set()).update((a, b) for a, b in pairs)
+    return {r: sorted(merged[r]) for r in sorted(merged)}
 
 
 def entity_candidates(spans: Sequence[tuple[int, int]], scores: Sequence[float], config: SpanPairConfig) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...records import Post, Quintuple
 from .config import SpanPairConfig
+from .decoding import merge_schemas
 from .model import SpanPairExtractor, decode_scored, score_posts
 
 __all__ = ["SpanPairEnsemble"]
@@ -39,11 +40,7 @@ class SpanPairEnsemble:
         self.members = list(members)
         self.config = config or self.members[0].config
         # members trained on the same posts share one schema; the union keeps every member's type pairs
-        merged: dict[str, set[tuple[str, str]]] = {}
-        for member in self.members:
-            for relation, pairs in member.schema.items():
-                merged.setdefault(relation, set()).update(tuple(p) for p in pairs)
-        self.schema = {r: sorted(merged[r]) for r in sorted(merged)}
+        self.schema = merge_schemas(*(member.schema for member in self.members))
 
     @classmethod
     def from_pretrained(

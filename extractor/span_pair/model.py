@@ -53,7 +53,7 @@ from ..windows import (
     window_post,
 )
 from .config import SpanPairConfig, default_encoder_path
-from .decoding import PairChoice, choose_pairs, entity_candidates, select_quintuples
+from .decoding import PairChoice, choose_pairs, entity_candidates, merge_schemas, select_quintuples
 from .encoding import EncodedPost, InputEncoder, pair_rows
 
 __all__ = ["THRESHOLD_GRID", "SpanPairExtractor", "ThresholdChoice", "decode_scored", "score_posts"]
@@ -146,9 +146,7 @@ class SpanPairExtractor(Extractor):
         for post in train:
             for q in post.quintuples:
                 schema.setdefault(q.relation.value, set()).add((q.head.type.value, q.tail.type.value))
-        merged = {r: {tuple(p) for p in self.schema.get(r, [])} | schema.get(r, set()) for r in {*schema, *self.schema}}
-        # sorted by relation too: a set's order changes with the process's hash seed, the card's must not
-        self.schema = {r: sorted(merged[r]) for r in sorted(merged)}
+        self.schema = merge_schemas(self.schema, schema)
 
     def _network(self) -> Any:
         return self.network

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from kecpm.extractor import InputParts, SpanPairConfig, SpanPairEnsemble, SpanPairExtractor, TrainConfig
@@ -92,6 +94,12 @@ def test_members_that_cut_a_post_differently_are_refused_by_name(tiny_encoder, t
     narrow.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
     with pytest.raises(ValueError, match=rf"record '{val[0].id}': the ensemble's members read it into different spans"):
         SpanPairEnsemble([model, narrow]).predict(val)
+    # the same network reading a long post in smaller windows: more windows than the other member has
+    smaller = copy.copy(model)
+    smaller.config = model.config.model_copy(update={"window_tokens": 24})
+    long_post = Post(id="long-one", tokens=val[0].tokens * 12)
+    with pytest.raises(ValueError, match=r"record 'long-one': the ensemble's members read it into different spans"):
+        SpanPairEnsemble([model, smaller]).predict([long_post])
 
 
 def test_bad_members_are_clear_errors(trained_tiny):
