@@ -35,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from extractor_quality import cell, scores
+from extractor_quality import both, gain, scores
 
 from kecpm.extractor.span_pair import SYMMETRIC_RELATIONS  # after HF_HUB_OFFLINE is set
 
@@ -91,9 +91,6 @@ def study_one(folder: Path, val, seed: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    def signed(values: list[float]) -> str:
-        return cell(values, "+")
-
     lines = [
         "| input | decoding | seeds | paper micro-F1 | gain over base | paper macro-F1 | standard micro-F1 "
         "| entity F1 | thresholds (entity, relation) chosen |",
@@ -104,21 +101,13 @@ def table(rows: list[dict]) -> str:
         base = {r["seed"]: r for r in mine if r["variant"] == "base"}
         for variant in dict.fromkeys(r["variant"] for r in mine):
             these = [r for r in mine if r["variant"] == variant]
-
-            def both(name: str, these=these) -> str:
-                return f"{cell([r[name] for r in these])} / {cell([r['split_' + name] for r in these])}"
-
-            gains = [
-                f"{signed([r[k] - base[r['seed']][k] for r in these])}"
-                for k in ("paper_micro_f1", "split_paper_micro_f1")
-            ]
             chosen = "; ".join(
                 f"{r['seed']}: {r['plain_choice']} / {r['split_choices']}" for r in these if variant in TUNED
             )
             lines.append(
-                f"| {preset} | {variant} | {','.join(str(r['seed']) for r in these)} | {both('paper_micro_f1')} "
-                f"| {gains[0]} / {gains[1]} | {both('paper_macro_f1')} | {both('standard_micro_f1')} "
-                f"| {both('entity_f1')} | {chosen or '-'} |"
+                f"| {preset} | {variant} | {','.join(str(r['seed']) for r in these)} | {both(these, 'paper_micro_f1')} "
+                f"| {gain(these, base)} | {both(these, 'paper_macro_f1')} | {both(these, 'standard_micro_f1')} "
+                f"| {both(these, 'entity_f1')} | {chosen or '-'} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from extractor_quality import cell, scores
+from extractor_quality import both, gain, scores
 
 SELECTIONS = ("full", "half0", "half1")
 
@@ -60,24 +60,14 @@ def table(rows: list[dict], baseline: str | None) -> str:
     ]
     for name in dict.fromkeys(r["row"] for r in rows):
         these = [r for r in rows if r["row"] == name]
-
-        def both(field: str, these=these) -> str:
-            return f"{cell([r[field] for r in these])} / {cell([r['split_' + field] for r in these])}"
-
-        paired = [r for r in these if r["seed"] in base]
-        gain = (
-            " / ".join(
-                cell([r[k] - base[r["seed"]][k] for r in paired], "+")
-                for k in ("paper_micro_f1", "split_paper_micro_f1")
-            )
-            if paired and name != baseline
-            else "-"
-        )
+        paired = name != baseline and any(r["seed"] in base for r in these)
+        gained = gain(these, base) if paired else "-"
         per_seed = ", ".join(f"{100 * r['paper_micro_f1']:.1f}" for r in these)
         seconds = sum(r["seconds"] for r in these) / len(these)
         lines.append(
-            f"| {name} | {','.join(str(r['seed']) for r in these)} | {both('paper_micro_f1')} | {per_seed} | {gain} "
-            f"| {both('paper_macro_f1')} | {both('standard_micro_f1')} | {both('entity_f1')} | {seconds:.0f} |"
+            f"| {name} | {','.join(str(r['seed']) for r in these)} | {both(these, 'paper_micro_f1')} | {per_seed} "
+            f"| {gained} | {both(these, 'paper_macro_f1')} | {both(these, 'standard_micro_f1')} "
+            f"| {both(these, 'entity_f1')} | {seconds:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

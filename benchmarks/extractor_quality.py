@@ -113,6 +113,18 @@ def cell(values: list[float], sign: str = "") -> str:
     return f"{100 * mean:{sign}.1f}" + (f" ± {100 * std:.1f}" if len(values) > 1 else "")
 
 
+def both(rows: list[dict], name: str) -> str:
+    """The plain val and split-val cells of field ``name`` over ``rows``."""
+    return f"{cell([r[name] for r in rows])} / {cell([r['split_' + name] for r in rows])}"
+
+
+def gain(rows: list[dict], base: dict[int, dict], name: str = "paper_micro_f1") -> str:
+    """Plain val / split-val gain of ``rows`` over ``base`` (its row per seed): the mean ± std of the
+    per-seed differences, over the seeds both have."""
+    paired = [r for r in rows if r["seed"] in base]
+    return " / ".join(cell([r[k] - base[r["seed"]][k] for r in paired], "+") for k in (name, "split_" + name))
+
+
 def save_models(model, recorder: EpochRecorder, folder: Path) -> None:
     """``folder/full``: the model selected on all of val; ``folder/half0``, ``half1``: on each half."""
     best = model.network.state_dict()
@@ -192,9 +204,6 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
 
 def table(runs: list[dict], presets: list[str]) -> str:
     """One row per setting: mean +- std over seeds, plain val / split-val in each cell."""
-
-    def both(rows: list[dict], name: str) -> str:
-        return f"{cell([r[name] for r in rows])} / {cell([r['split_' + name] for r in rows])}"
 
     lines = [
         "| input | seeds | paper micro-F1 | paper macro-F1 | standard micro-F1 | standard macro-F1 | entity F1 "
