@@ -51,6 +51,7 @@ __all__ = [
     "read_mnre_pairs",
     "read_post_file",
     "read_posts",
+    "read_texts",
     "split_name",
     "validate_kecpm",
     "validate_posts",
@@ -332,6 +333,33 @@ def read_mnre(path: str | Path, *, lenient: bool = False) -> list[Post]:
     if problems and not lenient:
         raise DataError(problems)
     return posts
+
+
+def read_texts(path: str | Path, *, lenient: bool = False) -> list[list[str]]:
+    """The distinct texts (as word lists, in file order) of an MNRE v2 ``.txt`` file, every sentence
+    whatever its pairs (``None`` ones included: unlabelled text for the encoder), or of a KECPM file's
+    posts; labels are not read. For task-adaptive pretraining (:mod:`kecpm.extractor.adaptation`).
+
+    Raises DataError listing every bad line, unless ``lenient``, which skips them.
+    """
+    path = Path(path)
+    if path.suffix != ".txt":
+        return list({tuple(p.tokens): list(p.tokens) for p in read_post_file(path, lenient=lenient).posts}.values())
+    texts: dict[tuple[str, ...], list[str]] = {}
+    problems: list[Problem] = []
+    for line, raw in read_mnre_pairs(path):
+        words = None if isinstance(raw, Problem) else raw.get("token")
+        if isinstance(raw, Problem):
+            problems.append(raw)
+        elif not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+            problems.append(
+                Problem("'token' is not a non-empty list of words", source=path, line=line, record=raw.get("img_id"))
+            )
+        else:
+            texts.setdefault(tuple(words), words)
+    if problems and not lenient:
+        raise DataError(problems)
+    return list(texts.values())
 
 
 # -- post files with their siblings, seed folders ---------------------------------------------------

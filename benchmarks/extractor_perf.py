@@ -11,6 +11,8 @@ peak memory. Each figure is printed with its goal and a baseline measured in the
   first member alone (the baseline), throughput and val F1; the ensemble counts its members.
 - With ``--int8``: the same throughput for the int8 copy (``SpanPairExtractor.quantized``) against the
   float model (the baseline), and, with a trained ``--model``, val paper micro-F1 of both.
+- The float32 ceiling: the encoder's matrix products per post at the rate this CPU reaches for a linear
+  layer of that shape, i.e. the most posts/s that float32 prediction could reach here.
 - Peak RSS of this process (``ru_maxrss``) against the RSS after importing torch and transformers
   (the baseline). Goal <= 2 GB.
 - Training time to the best val F1: from a quality study's ``runs.jsonl`` (``--runs``, written by
@@ -130,6 +132,7 @@ def main() -> None:
         f"{per_cpu_second:.0f} posts per CPU-second ({args.threads} threads: "
         f"about {per_cpu_second * args.threads:.0f} posts/s on idle cores)"
     )
+    compute_ceiling(model, val, batched, args.threads)
     trained = kind != "untrained model (worst case for decoding)"
     compare_float32(model, val, predictions, args.batch_size, batched, trained=trained)
     if args.int8:
@@ -138,6 +141,33 @@ def main() -> None:
 
     if args.runs is not None:
         study_times(args.runs)
+
+
+def compute_ceiling(model, val, batched: float, threads: int) -> None:
+    """What this CPU allows at most in float32: the encoder's matrix products per post (its linear layers
+    and attention, over the post's real tokens, no padding) at the rate measured here for a linear layer
+    of the encoder's shape. Prediction cannot beat it without fewer tokens, a smaller encoder or a faster
+    number format."""
+    import torch
+
+    encoder = model.network.encoder.config
+    hidden, inner, layers = encoder.hidden_size, encoder.intermediate_size, encoder.num_hidden_layers
+    lengths = [len(model.inputs.encode(post, with_labels=False).ids) for post in val]
+    per_token = 2 * layers * (4 * hidden * hidden + 2 * hidden * inner)
+    per_post = statistics.mean(n * per_token + 4 * layers * n * n * hidden for n in lengths)
+    x, weight = torch.randn(4096, hidden), torch.randn(inner, hidden)
+    with torch.inference_mode():
+        torch.nn.functional.linear(x, weight)  # warm-up
+        repeats, started = 20, time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(x, weight)
+        rate = repeats * 2 * x.shape[0] * hidden * inner / (time.perf_counter() - started)
+    ceiling = rate / per_post
+    print(
+        f"float32 ceiling here: {per_post / 1e9:.2f} GFLOP per post (mean {statistics.mean(lengths):.0f} tokens) at "
+        f"{rate / 1e9:.0f} GFLOP/s (a linear layer of the encoder's shape, {threads} threads) allow at most "
+        f"{ceiling:.0f} posts/s; batched prediction reaches {batched / ceiling:.0%} of it"
+    )
 
 
 def study_times(files: list[Path]) -> None:

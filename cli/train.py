@@ -1,4 +1,5 @@
-"""``kecpm train`` and ``kecpm predict``: fine-tune the extractor on labelled posts, then run it."""
+"""``kecpm adapt``, ``kecpm train`` and ``kecpm predict``: adapt the encoder to unlabelled in-domain text,
+fine-tune the extractor on labelled posts, then run it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
+    app.command("adapt")(adapt)
     app.command("train")(train)
     app.command("predict")(predict)
 
@@ -41,6 +43,56 @@ def _overrides(items: list[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             values[key] = value
     return values
+
+
+def adapt(
+    texts: Annotated[
+        list[Path],
+        typer.Option(
+            "--texts", metavar="FILE", help="unlabelled text: MNRE .txt (every sentence) or KECPM files; repeat"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="the adapted encoder's folder (for train --checkpoint)")],
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(metavar="FILE", help="post files whose texts are left out (the scored splits: val); repeat"),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(metavar="DIR", help="the encoder to adapt (default all-MiniLM-L6-v2)")
+    ] = None,
+    epochs: Annotated[int, typer.Option()] = 3,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option(help="of the encoder")] = 1e-4,
+    head_steps: Annotated[int, typer.Option(help="first steps training only the new masked-LM head")] = 100,
+    seed: Annotated[int, typer.Option()] = 17,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Task-adaptive pretraining: continue the encoder's masked-LM training on unlabelled text, so that
+    `kecpm train --checkpoint OUT` starts from an encoder that has read the domain. Its scores are not
+    the paper's protocol: report them apart, and --exclude every split that is scored."""
+    from kecpm.extractor import AdaptConfig, adapt_encoder
+    from kecpm.post_files import read_texts
+
+    for path in [*texts, *(exclude or [])]:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file")
+    chosen = {tuple(words): words for path in texts for words in read_texts(path)}
+    left_out = {tuple(words) for path in exclude or [] for words in read_texts(path)} & chosen.keys()
+    for key in left_out:
+        del chosen[key]
+    config = AdaptConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        head_steps=head_steps,
+        seed=seed,
+        threads=threads,
+    )
+    typer.echo(f"{len(chosen)} texts ({len(left_out)} left out as in --exclude)")
+    report = adapt_encoder(list(chosen.values()), out, encoder=checkpoint, config=config, progress=not quiet)
+    losses = ", ".join(f"{loss:.3f}" for loss in report.epoch_losses)
+    typer.echo(f"masked-LM loss per epoch: {losses} ({report.seconds:.0f} s)\nadapted encoder: {out}")
 
 
 def train(

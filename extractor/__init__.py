@@ -10,8 +10,8 @@ LM checkpoint writing the answer sentences). Early stopping takes a scorer by in
 Modules: ``inputs`` (input assembly), ``base`` (the interface, the family registry and
 :func:`load_extractor`), ``training`` (the fit loop), ``checkpoint`` (the checkpoint format: the card
 ``config.json``, and the format-1 ``extractor.json``), ``model_card`` (``README.md``), ``hub`` (folders and
-Hub ids), ``quantization`` (int8), ``span_pair/`` and ``generative`` (the families), ``tool`` (the
-LangChain tool).
+Hub ids), ``quantization`` (int8), ``adaptation`` (the encoder's task-adaptive pretraining on unlabelled
+text), ``span_pair/`` and ``generative`` (the families), ``tool`` (the LangChain tool).
 
 >>> from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 >>> model = SpanPairExtractor(parts=InputParts.preset("imagecap_know"))  # doctest: +SKIP
@@ -19,6 +19,7 @@ LangChain tool).
 >>> model.save_pretrained("runs/model"); load_extractor("runs/model").predict(val)  # doctest: +SKIP
 """
 
+from .adaptation import AdaptConfig, AdaptReport, adapt_encoder
 from .base import Extractor, load_extractor, register_family
 from .checkpoint import FORMAT_VERSION, CheckpointError, TrainingData
 from .generative import GenerativeConfig, GenerativeExtractor
@@ -48,6 +49,8 @@ __all__ = [
     "FORMAT_VERSION",
     "INPUT_PRESETS",
     "THRESHOLD_GRID",
+    "AdaptConfig",
+    "AdaptReport",
     "AssembledInput",
     "CheckpointError",
     "EpochLog",
@@ -69,6 +72,7 @@ __all__ = [
     "ThresholdChoice",
     "TrainConfig",
     "TrainingData",
+    "adapt_encoder",
     "default_encoder_path",
     "load_extractor",
     "make_extraction_tool",

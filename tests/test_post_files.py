@@ -12,6 +12,7 @@ from kecpm.post_files import (
     read_mnre,
     read_post_file,
     read_posts,
+    read_texts,
     validate_kecpm,
     validate_posts,
     write_kecpm,
@@ -205,6 +206,30 @@ def test_bad_lines_are_all_named(tmp_path):
     assert "spouse" in str(caught.value)
     assert [p.line for p in validate_posts(path)] == [2, 3]
     assert len(read_post_file(path, lenient=True).posts) == 1
+
+
+def test_texts_are_every_distinct_sentence_none_pairs_included(tmp_path):
+    none_only = LINES[1].replace("'Alva', 'Brenner', 'and'", "'Only', 'None', 'here'").replace("a.jpg", "c.jpg")
+    path = tmp_path / "mnre_train.txt"
+    path.write_text("\n".join([*LINES, none_only]) + "\n")
+    assert read_texts(path) == [
+        ["Alva", "Brenner", "and", "Tomas", "Okafor", "in", "Eastholm"],
+        ["Corvex", "Labs", "or", "Corvex"],
+        ["Only", "None", "here", "Tomas", "Okafor", "in", "Eastholm"],
+    ]
+    kecpm = tmp_path / "val.json"
+    write_kecpm(read_mnre(path), kecpm)
+    assert read_texts(kecpm) == read_texts(path)[:2]
+
+
+def test_texts_name_every_bad_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text(LINES[0] + "\nnot a dict\n" + LINES[3].replace("['Corvex', 'Labs', 'or', 'Corvex']", "[]") + "\n")
+    with pytest.raises(DataError) as caught:
+        read_texts(path)
+    assert [p.line for p in caught.value.problems] == [2, 3]
+    assert "'token'" in str(caught.value) and "b.jpg" in str(caught.value)
+    assert read_texts(path, lenient=True) == [["Alva", "Brenner", "and", "Tomas", "Okafor", "in", "Eastholm"]]
 
 
 @pytest.mark.realdata

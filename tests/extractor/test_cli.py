@@ -109,3 +109,35 @@ def test_predict_with_a_folder_from_an_older_kecpm_prints_one_sentence(split_dir
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {old} holds a model in an older or unknown kecpm format")
     assert "retrain it with `kecpm train`" in lines[0]
+
+
+def test_adapt_leaves_out_the_excluded_texts_and_writes_an_encoder(split_dir, tiny_encoder, tmp_path):
+    from kecpm.post_files import read_texts
+
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            "--texts", str(split_dir / "train.json"),
+            "--texts", str(split_dir / "val.json"),
+            "--exclude", str(split_dir / "val.json"),
+            "--out", str(out),
+            "--checkpoint", str(tiny_encoder),
+            "--epochs", "1",
+            "--head-steps", "1",
+            "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    val = read_texts(split_dir / "val.json")
+    kept = {tuple(t) for t in read_texts(split_dir / "train.json")} - {tuple(t) for t in val}
+    assert f"{len(kept)} texts ({len(val)} left out" in result.output
+    assert json.loads((out / "adaptation.json").read_text())["texts"] == len(kept)
+    assert (out / "model.safetensors").is_file()
+
+
+def test_adapt_names_a_missing_text_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a short path, which the error box does not wrap
+    result = CliRunner().invoke(app, ["adapt", "--texts", "none.txt", "--out", "o"])
+    assert result.exit_code != 0 and "none.txt: no such file" in result.output
