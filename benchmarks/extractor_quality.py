@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -268,16 +269,22 @@ def main() -> None:
                 f"{run['split_epochs']}, {time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
-            mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides))]
-            header = (
-                f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
-                f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
-                f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}. Each cell: "
-                "plain val (epoch selected on all of val) / split-val (epoch selected on one half of val, that half "
-                "scored with the other's choice, both pooled); mean ± std over seeds.\n\n"
-            )
-            (args.out / "table.md").write_text(header + table(mine, args.presets))
+            write_table(args, overrides, runs)
+    write_table(args, overrides, runs)  # also when every run was done before (a study rerun prints its table)
     print((args.out / "table.md").read_text(), file=sys.stdout)
+
+
+def write_table(args: argparse.Namespace, overrides: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """``OUT/table.md``: the runs of this study's settings."""
+    mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides))]
+    header = (
+        f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
+        f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
+        f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}. Each cell: "
+        "plain val (epoch selected on all of val) / split-val (epoch selected on one half of val, that half "
+        "scored with the other's choice, both pooled); mean ± std over seeds.\n\n"
+    )
+    (args.out / "table.md").write_text(header + table(mine, args.presets))
 
 
 if __name__ == "__main__":
