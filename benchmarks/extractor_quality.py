@@ -19,6 +19,7 @@ by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--epochs 20
 selected on all of val and on each half, for ``benchmarks/extractor_decoding.py``). Results are appended
 to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already there with the same epochs,
 overrides, ``--knowledge-sentences`` and ``--knowledge-dir``), and ``OUT/table.md`` is rewritten after each one.
+``--baseline RUNS.jsonl...`` (``--baseline-preset P``) also prints each preset's gain over other studies' runs.
 """
 
 from __future__ import annotations
@@ -240,6 +241,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--save", type=Path, default=None, help="save each run's models under DIR (see doc)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--baseline", type=Path, nargs="+", default=None, help="runs.jsonl of other studies: print the gain over them"
+    )
+    parser.add_argument(
+        "--baseline-preset", default=None, help="compare with this preset of --baseline (default: the same)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -272,6 +279,21 @@ def main() -> None:
             write_table(args, overrides, runs)
     write_table(args, overrides, runs)  # also when every run was done before (a study rerun prints its table)
     print((args.out / "table.md").read_text(), file=sys.stdout)
+    if args.baseline:
+        print_gains(args, overrides, runs)
+
+
+def print_gains(args: argparse.Namespace, overrides: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """Per preset of this study, paper micro-F1 gain (plain / split-val, per-seed differences) over the
+    ``--baseline`` runs of the same preset, or of ``--baseline-preset``."""
+    others = [json.loads(line) for file in args.baseline for line in file.read_text().splitlines() if line.strip()]
+    mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides)) and r["seed"] in args.seeds]
+    for preset in args.presets:
+        against = args.baseline_preset or preset
+        base = {r["seed"]: r for r in others if r["preset"] == against}
+        rows = [r for r in mine if r["preset"] == preset and r["seed"] in base]
+        if rows:
+            print(f"gain of {preset} over {against} of {', '.join(str(f) for f in args.baseline)}: {gain(rows, base)}")
 
 
 def write_table(args: argparse.Namespace, overrides: dict[str, Any], runs: list[dict[str, Any]]) -> None:
