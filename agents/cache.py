@@ -90,6 +90,25 @@ class CachedCall:
         self.output_tokens = output_tokens
 
 
+def _enable_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch ``db`` to WAL, retrying while another connection holds the file.
+
+    SQLite answers a journal-mode change with SQLITE_BUSY at once, without its busy handler, when another
+    connection is opening the same new file (two builders or processes starting together): waiting here
+    is what ``timeout`` promises. The mode is stored in the file, so later connections skip the switch.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class KnowledgeCache:
     """SQLite (WAL) store of calls, results and failures.
 
@@ -125,7 +144,7 @@ class KnowledgeCache:
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db, timeout)
         # NORMAL in WAL mode survives a killed process (only a power loss can drop the last commits).
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")

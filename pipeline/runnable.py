@@ -119,6 +119,8 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         self._model = model
         self._server: EmbeddedServer | None = None
         self._builders: dict[asyncio.AbstractEventLoop, KnowledgeBuilder] = {}
+        # One builder per loop even when concurrent calls (abatch) ask for it at once.
+        self._builder_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._lock = threading.Lock()
         self._loop_thread = LoopThread("kecpm-pipeline")
         self._steps = (
@@ -300,12 +302,15 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
         builder = self._builders.get(loop)
         if builder is not None:
             return builder
-        llm = None
-        if self._model is None and self.config.llm.embedded:
-            llm = await asyncio.to_thread(self._embedded_config)
-        builder = knowledge_builder(self.config, llm=llm, model=self._model)
-        await builder.open()
-        self._builders[loop] = builder
+        async with self._builder_locks.setdefault(loop, asyncio.Lock()):
+            builder = self._builders.get(loop)
+            if builder is None:
+                llm = None
+                if self._model is None and self.config.llm.embedded:
+                    llm = await asyncio.to_thread(self._embedded_config)
+                builder = knowledge_builder(self.config, llm=llm, model=self._model)
+                await builder.open()
+                self._builders[loop] = builder
         return builder
 
     def _embedded_config(self) -> LLMConfig:
@@ -335,6 +340,7 @@ class KECPMPipeline(Runnable[PipelineInputLike, PipelineResult]):
                 log.warning("closing the knowledge builder of a loop failed: %s", exc)
             finally:
                 del self._builders[owner]
+                self._builder_locks.pop(owner, None)
         if self._server is not None:
             server, self._server = self._server, None
             await asyncio.to_thread(server.stop)

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from kecpm.agents import KnowledgeBuilder, KnowledgeCache
 from kecpm.llm import LLMConfig, retry_policy
 from kecpm.records import Post
@@ -80,3 +82,32 @@ async def test_async_twins_match_the_sync_methods(tmp_path: Path) -> None:
     assert cache.get_call("k1").output == {"a": 1}
     assert await cache.aclaim("k1") == "done" and cache.claims() == []
     await cache.aclose()
+
+
+def test_a_new_cache_waits_for_a_write_held_on_its_file(tmp_path: Path) -> None:
+    # SQLite refuses the switch to WAL at once, busy handler or not, while another connection holds a
+    # write transaction: two builders opening one new cache together (CI saw it) must wait, not fail.
+    path = tmp_path / "k.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE held (x)")
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    started = time.monotonic()
+    with KnowledgeCache(path, timeout=10) as cache:
+        assert cache.count_calls() == 0
+        assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert time.monotonic() - started >= 0.25
+    other.close()
+
+
+def test_a_write_held_past_the_timeout_is_still_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "k.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE held (x)")
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            KnowledgeCache(path, timeout=0.2)
+    finally:
+        other.execute("COMMIT")
+        other.close()

@@ -60,6 +60,14 @@ async def test_abatch_keeps_order_and_composes_with_pipe(config):
     assert counted[0] == results[0].post_id
 
 
+async def test_concurrent_calls_on_one_loop_share_one_knowledge_builder(config):
+    # Each builder opens the call cache: two made at once raced on the new file (CI saw "database is
+    # locked") and the second leaked its clients.
+    async with KECPMPipeline(config) as pipeline:
+        builders = await asyncio.gather(*(pipeline._builder() for _ in range(4)))
+        assert all(b is builders[0] for b in builders)
+
+
 async def test_astream_events_show_the_three_steps(config):
     names = []
     async with KECPMPipeline(config) as pipeline:
