@@ -43,8 +43,10 @@ def test_members_with_other_inputs_average_their_span_probabilities(trained_tiny
     averaged = entity_scores(ensemble.members, val, ensemble.config, ensemble.schema)
     alone = [entity_scores([m], val, m.config, m.schema) for m in (model, text_only)]
     assert averaged != alone[0] and averaged != alone[1]
+    # 1e-5: the ensemble batches its members' inputs together, and float32 sums come out a few ulps apart
+    # with other batch shapes on some CPUs (AVX-512 kernels: 1.01e-6 in CI).
     for mixed, a, b in zip(averaged, *alone, strict=True):
-        assert mixed == pytest.approx([(x + y) / 2 for x, y in zip(a, b, strict=True)], abs=1e-6)
+        assert mixed == pytest.approx([(x + y) / 2 for x, y in zip(a, b, strict=True)], abs=1e-5)
     predictions = ensemble.predict(val)
     assert len(predictions) == len(val) and all(predictions)
     for post, quintuples in zip(val, predictions, strict=True):
