@@ -5,8 +5,8 @@ peak memory. Each figure is printed with its goal and a baseline measured in the
 
 - Throughput: posts/s of batched prediction (``--batch-size``, default 64) against one post at a time
   (the baseline), on the val posts of ``--seed`` with all inputs (captions + knowledge). Goal >= 100.
-  Then the model's precision (``SpanPairConfig.inference_precision``, ``auto``: bfloat16 where the CPU
-  has it natively) against float32, and with a trained model the val F1 of both.
+  Then the model's precision (``SpanPairConfig.inference_precision``, or ``--precision``; ``auto``:
+  bfloat16 where the CPU has it natively) against float32, and with a trained model the val F1 of both.
 - With ``--model`` given more than once: the ensemble of those models (``SpanPairEnsemble``) against its
   first member alone (the baseline), throughput and val F1; the ensemble counts its members.
 - With ``--int8``: the same throughput for the int8 copy (``SpanPairExtractor.quantized``) against the
@@ -66,6 +66,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="also measure the int8 copy against the float model")
     parser.add_argument("--save", type=Path, default=None, help="with --train: save the trained model here")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
+        help="the encoder's precision at prediction instead of the model's own (a quality study's "
+        "--set inference_precision=float32 is saved with its models)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -84,7 +91,7 @@ def main() -> None:
     from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 
     if args.model is not None and len(args.model) > 1:
-        ensemble_throughput(args.model, val, args.batch_size)
+        ensemble_throughput(args.model, val, args.batch_size, args.precision)
         report_peak(baseline_rss)
         if args.runs is not None:
             study_times(args.runs)
@@ -115,6 +122,7 @@ def main() -> None:
         model._prepare(train)  # builds the network and label schema without training
         kind = "untrained model (worst case for decoding)"
 
+    with_precision(model, args.precision)
     model.predict(val[:8])  # warm-up
     started, cpu_started = time.perf_counter(), time.process_time()
     predictions = model.predict(val, batch_size=args.batch_size)
@@ -206,13 +214,20 @@ def report_peak(baseline_rss: float) -> None:
     )
 
 
-def ensemble_throughput(folders: list[Path], val, batch_size: int) -> None:
+def with_precision(model, precision: str | None) -> None:
+    if precision is not None:
+        model.config = model.config.model_copy(update={"inference_precision": precision})
+
+
+def ensemble_throughput(folders: list[Path], val, batch_size: int, precision: str | None) -> None:
     """An ensemble's batched throughput (its members count: one network pass each) against its first
     member alone (the baseline), and the val paper micro-F1 of both."""
     from kecpm.eval import evaluate
     from kecpm.extractor import SpanPairEnsemble, SpanPairExtractor
 
     members = [SpanPairExtractor.from_pretrained(folder) for folder in folders]
+    for member in members:
+        with_precision(member, precision)
     rates, f1 = {}, {}
     for name, model in (("first member", members[0]), (f"ensemble of {len(members)}", SpanPairEnsemble(members))):
         model.predict(val[:8])  # warm-up
