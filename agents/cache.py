@@ -93,9 +93,10 @@ class CachedCall:
 def _enable_wal(db: sqlite3.Connection, timeout: float) -> None:
     """Switch ``db`` to WAL, retrying while another connection holds the file.
 
-    SQLite answers a journal-mode change with SQLITE_BUSY at once, without its busy handler, when another
-    connection is opening the same new file (two builders or processes starting together): waiting here
-    is what ``timeout`` promises. The mode is stored in the file, so later connections skip the switch.
+    SQLite answers a journal-mode change with SQLITE_BUSY at once, without its busy handler, while another
+    connection holds a write transaction on the file (two builders or processes opening one new cache
+    together): waiting here is what ``timeout`` promises. The mode is stored in the file, so later
+    connections skip the switch.
     """
     deadline = time.monotonic() + timeout
     while True:
