@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "read_posts",
     "read_texts",
     "split_name",
+    "unlabelled_posts",
     "validate_kecpm",
     "validate_posts",
     "write_kecpm",
@@ -360,6 +362,20 @@ def read_texts(path: str | Path, *, lenient: bool = False) -> list[list[str]]:
     if problems and not lenient:
         raise DataError(problems)
     return list(texts.values())
+
+
+def unlabelled_posts(
+    texts: Sequence[str | Path], *, exclude: Sequence[str | Path] = (), sample: int | None = None, seed: int = 0
+) -> tuple[list[Post], int]:
+    """The distinct texts of ``texts`` (see :func:`read_texts`; labels unread) that no ``exclude`` file
+    holds, as unlabelled Posts in file order, and how many were left out for being there. With ``sample``,
+    a seeded sample of that many, which depends on the texts and ``seed``, not on their order in the files."""
+    chosen = dict.fromkeys(tuple(words) for path in texts for words in read_texts(path))
+    left_out = {tuple(words) for path in exclude for words in read_texts(path)} & chosen.keys()
+    pool = [words for words in chosen if words not in left_out]
+    if sample is not None:
+        pool = random.Random(seed).sample(sorted(pool), min(sample, len(pool)))
+    return [Post(id=f"unlabelled-{i}", tokens=list(words)) for i, words in enumerate(pool)], len(left_out)
 
 
 # -- post files with their siblings, seed folders ---------------------------------------------------

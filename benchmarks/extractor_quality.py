@@ -16,9 +16,12 @@ Options: ``--seeds 17 67 97``, ``--presets only_text imagecap_know imagecap`` (a
 by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--epochs 20``, ``--set key=value``
 (a SpanPairConfig or TrainConfig field; ``--set seed=N`` trains with seed N instead of the data seed),
 ``--threads 1``, ``--save DIR`` (keep each run's models in ``DIR/PRESET_seedN/{full,half0,half1}``:
-selected on all of val and on each half, for ``benchmarks/extractor_decoding.py``). Results are appended
-to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already there with the same epochs,
-overrides, ``--knowledge-sentences`` and ``--knowledge-dir``), and ``OUT/table.md`` is rewritten after each one.
+selected on all of val and on each half, for ``benchmarks/extractor_decoding.py``), ``--pretrain-dir DIR``
+(self-training, ``fit(pseudo=...)``: first train ``--pretrain-epochs`` epochs on ``DIR/seed_N/pseudo.json``,
+written by ``benchmarks/pseudo_labels.py``, without selection, then on the gold posts as usual; not the
+paper's protocol). Results are appended to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already
+there with the same epochs, overrides, ``--knowledge-sentences``, ``--knowledge-dir`` and pretraining), and
+``OUT/table.md`` is rewritten after each one.
 ``--baseline RUNS.jsonl...`` (``--baseline-preset P``) also prints each preset's gain over other studies' runs.
 """
 
@@ -150,13 +153,19 @@ def run_key(preset: str, args: argparse.Namespace, overrides: dict) -> dict:
         "overrides": overrides,
         "knowledge_sentences": args.knowledge_sentences,
         "knowledge_dir": str(knowledge_dir.resolve()) if knowledge_dir is not None else None,
+        **(
+            {"pretrain_dir": str(args.pretrain_dir.resolve()), "pretrain_epochs": args.pretrain_epochs}
+            if args.pretrain_dir is not None
+            else {}
+        ),
     }
 
 
 def same_run(run: dict, key: dict) -> bool:
     # A line written before the knowledge options were recorded reads as neither option given: right for the
     # ChatGPT runs of that time, while an old llm_know run (no folder recorded) is run again, never wrongly skipped.
-    return all(run.get(k) == v for k, v in key.items())
+    # A run with pretraining is never the same as one without.
+    return all(run.get(k) == v for k, v in key.items()) and ("pretrain_dir" in run) == ("pretrain_dir" in key)
 
 
 def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overrides: dict) -> dict:
@@ -164,6 +173,7 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
 
     from kecpm.eval import cross_select, make_scorer, val_halves
     from kecpm.extractor import InputParts, SpanPairConfig, SpanPairExtractor, TrainConfig
+    from kecpm.post_files import read_kecpm
 
     torch.set_num_threads(args.threads)
     knowledge_dir = knowledge_dir_of(preset, args)
@@ -179,11 +189,13 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
     # benchmarks/extractor_decoding.py's job, on the saved models, with its own split-val.
     train_fields.setdefault("tune_thresholds", False)
     model = SpanPairExtractor(SpanPairConfig(**model_fields), parts=parts)
+    train_fields.setdefault("pseudo_epochs", args.pretrain_epochs)
     config = TrainConfig(seed=train_seed, epochs=args.epochs, **train_fields)
     scorer = make_scorer(mode="paper", metric="micro_f1")
     halves = val_halves(len(val), seed=seed)
+    pseudo = read_kecpm(args.pretrain_dir / f"seed_{seed}" / "pseudo.json") if args.pretrain_dir else []
     recorder = EpochRecorder(model, halves, scorer, keep_states=args.save is not None)
-    report = model.fit(train, val, scorer=recorder, config=config, progress=False)
+    report = model.fit(train, val, scorer=recorder, config=config, progress=False, pseudo=pseudo)
     if args.save is not None:
         save_models(model, recorder, args.save / f"{preset}_seed{seed}")
     # The restored best epoch's predictions: those recorded for it (prediction is deterministic).
@@ -198,6 +210,7 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
         "epochs_run": len(report.history),
         "seconds_to_best": round(report.seconds_to_best, 1),
         "seconds": round(report.seconds, 1),
+        **({"pretrain_seconds": round(report.pseudo_seconds, 1)} if pseudo else {}),
         **scores("", val, plain),
         **scores("split_", val, split.predictions),
         "history": [round(e.val_score, 4) for e in report.history],
@@ -240,6 +253,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--save", type=Path, default=None, help="save each run's models under DIR (see doc)")
+    parser.add_argument("--pretrain-dir", type=Path, default=None, help="self-training: pseudo-labels (see doc)")
+    parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--baseline", type=Path, nargs="+", default=None, help="runs.jsonl of other studies: print the gain over them"
@@ -299,10 +314,12 @@ def print_gains(args: argparse.Namespace, overrides: dict[str, Any], runs: list[
 def write_table(args: argparse.Namespace, overrides: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """``OUT/table.md``: the runs of this study's settings."""
     mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides))]
+    pretraining = f"{args.pretrain_dir}, {args.pretrain_epochs} epochs" if args.pretrain_dir else "none"
     header = (
         f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
         f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
-        f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}. Each cell: "
+        f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}; "
+        f"pretraining on pseudo-labels {pretraining}. Each cell: "
         "plain val (epoch selected on all of val) / split-val (epoch selected on one half of val, that half "
         "scored with the other's choice, both pooled); mean ± std over seeds.\n\n"
     )

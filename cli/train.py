@@ -1,5 +1,6 @@
-"""``kecpm adapt``, ``kecpm train`` and ``kecpm predict``: adapt the encoder to unlabelled in-domain text,
-fine-tune the extractor on labelled posts, then run it."""
+"""``kecpm adapt``, ``kecpm pseudo-label``, ``kecpm train`` and ``kecpm predict``: adapt the encoder to
+unlabelled in-domain text, label such text with a teacher model, fine-tune the extractor on labelled posts
+(after pseudo-labelled ones, if given), then run it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     app.command("adapt")(adapt)
+    app.command("pseudo-label")(pseudo_label)
     app.command("train")(train)
     app.command("predict")(predict)
 
@@ -45,13 +47,20 @@ def _overrides(items: list[str]) -> dict[str, object]:
     return values
 
 
+UnlabelledTexts = Annotated[
+    list[Path],
+    typer.Option("--texts", metavar="FILE", help="unlabelled text: MNRE .txt (every sentence) or KECPM files; repeat"),
+]
+
+
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file")
+
+
 def adapt(
-    texts: Annotated[
-        list[Path],
-        typer.Option(
-            "--texts", metavar="FILE", help="unlabelled text: MNRE .txt (every sentence) or KECPM files; repeat"
-        ),
-    ],
+    texts: UnlabelledTexts,
     out: Annotated[Path, typer.Option("--out", help="the adapted encoder's folder (for train --checkpoint)")],
     exclude: Annotated[
         list[Path] | None,
@@ -72,15 +81,10 @@ def adapt(
     `kecpm train --checkpoint OUT` starts from an encoder that has read the domain. Its scores are not
     the paper's protocol: report them apart, and --exclude every split that is scored."""
     from kecpm.extractor import AdaptConfig, adapt_encoder
-    from kecpm.post_files import read_texts
+    from kecpm.post_files import unlabelled_posts
 
-    for path in [*texts, *(exclude or [])]:
-        if not path.is_file():
-            raise typer.BadParameter(f"{path}: no such file")
-    chosen = {tuple(words): words for path in texts for words in read_texts(path)}
-    left_out = {tuple(words) for path in exclude or [] for words in read_texts(path)} & chosen.keys()
-    for key in left_out:
-        del chosen[key]
+    _check_files([*texts, *(exclude or [])])
+    chosen, left_out = unlabelled_posts(texts, exclude=exclude or [])
     config = AdaptConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -89,10 +93,63 @@ def adapt(
         seed=seed,
         threads=threads,
     )
-    typer.echo(f"{len(chosen)} texts ({len(left_out)} left out as in --exclude)")
-    report = adapt_encoder(list(chosen.values()), out, encoder=checkpoint, config=config, progress=not quiet)
+    typer.echo(f"{len(chosen)} texts ({left_out} left out as in --exclude)")
+    report = adapt_encoder([p.tokens for p in chosen], out, encoder=checkpoint, config=config, progress=not quiet)
     losses = ", ".join(f"{loss:.3f}" for loss in report.epoch_losses)
     typer.echo(f"masked-LM loss per epoch: {losses} ({report.seconds:.0f} s)\nadapted encoder: {out}")
+
+
+def pseudo_label(
+    model_dir: Annotated[str, typer.Option("--model", metavar="DIR", help="the teacher: a span-pair model folder")],
+    texts: UnlabelledTexts,
+    out: Annotated[Path, typer.Option("--out", help="the pseudo-labelled posts to write (KECPM file)")],
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="FILE", help="post files whose texts are left out (the labelled and the scored splits); repeat"
+        ),
+    ] = None,
+    posts: Annotated[
+        int | None, typer.Option(min=1, help="read a seeded sample of this many texts (default: all)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="of the sample")] = 0,
+    entity_threshold: Annotated[float, typer.Option()] = 0.5,
+    relation_threshold: Annotated[
+        float, typer.Option(help="stricter than prediction's 0.5: fewer, cleaner labels")
+    ] = 0.7,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """Self-training: label unlabelled text with a trained model's confident quintuples, for `kecpm train
+    --pseudo OUT`. The posts it finds nothing in are left out. Not the paper's protocol: report apart, and
+    --exclude every split that is trained on or scored."""
+    import torch
+
+    from kecpm.extractor import load_extractor
+    from kecpm.extractor import pseudo_label as label
+    from kecpm.post_files import unlabelled_posts, write_kecpm
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _check_files([*texts, *(exclude or [])])
+    unlabelled, left_out = unlabelled_posts(texts, exclude=exclude or [], sample=posts, seed=seed)
+    try:
+        teacher = load_extractor(model_dir)
+        labelled = label(
+            teacher,
+            unlabelled,
+            entity_threshold=entity_threshold,
+            relation_threshold=relation_threshold,
+            batch_size=batch_size,
+        )
+    except TypeError as error:
+        raise typer.BadParameter(str(error)) from error
+    write_kecpm(labelled, out)
+    quintuples = sum(len(p.quintuples) for p in labelled)
+    typer.echo(
+        f"{len(unlabelled)} texts read ({left_out} left out as in --exclude); {len(labelled)} labelled, "
+        f"{quintuples} quintuples: {out}"
+    )
 
 
 def train(
@@ -124,6 +181,15 @@ def train(
     mode: Annotated[str, typer.Option(help="paper or standard scoring")] = "paper",
     template: Annotated[str | None, typer.Option(help="input template, e.g. extract_input@v1")] = None,
     settings: Annotated[list[str] | None, typer.Option("--set", help="a model or TrainConfig field, K=V")] = None,
+    pseudo_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--pseudo",
+            metavar="FILE",
+            help="self-training: pseudo-labelled posts (kecpm pseudo-label) to train on first "
+            "(--set pseudo_epochs=N, default 2)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Fine-tune the extractor; the model with the best val score is saved to OUT."""
@@ -144,6 +210,7 @@ def train(
         parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
     train_posts = _load_posts(train_path, train_knowledge)
     val_posts = _load_posts(val_path, val_knowledge)
+    pseudo_posts = _load_posts(pseudo_path) if pseudo_path is not None else []
     chosen_template = load_template(template) if template else None
     extra = _overrides(settings or [])
     # --set KEY=VALUE names a field of the model's config or of TrainConfig (e.g. return_freed_memory=false)
@@ -182,9 +249,11 @@ def train(
                 ("val", val_path),
                 ("train_knowledge", train_knowledge),
                 ("val_knowledge", val_knowledge),
+                ("pseudo", pseudo_path),
             )
             if path is not None
         },
+        pseudo=pseudo_posts,
     )
     predictions = model.predict(val_posts)
     write_predictions(out / "val_predictions.jsonl", predictions, img_ids=[p.img_id for p in val_posts])

@@ -11,7 +11,8 @@ Modules: ``inputs`` (input assembly), ``base`` (the interface, the family regist
 :func:`load_extractor`), ``training`` (the fit loop), ``checkpoint`` (the checkpoint format: the card
 ``config.json``, and the format-1 ``extractor.json``), ``model_card`` (``README.md``), ``hub`` (folders and
 Hub ids), ``quantization`` (int8), ``adaptation`` (the encoder's task-adaptive pretraining on unlabelled
-text), ``span_pair/`` and ``generative`` (the families), ``tool`` (the LangChain tool).
+text), ``self_training`` (pseudo-labels from a teacher, for ``fit(pseudo=...)``), ``span_pair/`` and
+``generative`` (the families), ``tool`` (the LangChain tool).
 
 >>> from kecpm.extractor import InputParts, SpanPairExtractor, TrainConfig, load_extractor
 >>> model = SpanPairExtractor(parts=InputParts.preset("imagecap_know"))  # doctest: +SKIP
@@ -33,6 +34,7 @@ from .inputs import (
     Segment,
 )
 from .quantization import Int8Unavailable
+from .self_training import pseudo_label
 from .span_pair import (
     THRESHOLD_GRID,
     SpanPairConfig,
@@ -76,5 +78,6 @@ __all__ = [
     "default_encoder_path",
     "load_extractor",
     "make_extraction_tool",
+    "pseudo_label",
     "register_family",
 ]

@@ -98,12 +98,18 @@ class Extractor(ABC):
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
         data_files: Mapping[str, str | Path] | None = None,
+        pseudo: Sequence[Post] = (),
     ) -> FitReport:
         """Train on ``train``, keep the weights with the best ``scorer`` on ``val`` (early stopping).
 
         The best weights are restored at the end and, with ``checkpoint_dir``, saved there each
         time the val score improves. Same seed and data give the same scores on CPU. The model card
         records the SHA-256 of the posts and of ``data_files`` (role -> file, e.g. ``{"train": path}``).
+
+        Self-training: with ``pseudo`` (posts labelled by a teacher model, see
+        :func:`kecpm.extractor.pseudo_label`), the network first trains ``config.pseudo_epochs`` epochs on
+        them, keeping the last (val selects nothing there), then on ``train`` as usual, the seed set
+        again so the labelled stage starts like a run without pseudo-labels.
 
         >>> model = SpanPairExtractor()  # doctest: +SKIP
         >>> report = model.fit(train, val, scorer=kecpm.eval.make_scorer(mode="paper"))  # doctest: +SKIP
@@ -120,11 +126,12 @@ class Extractor(ABC):
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
 
-        self.training_data = TrainingData.of(train, val, data_files)
+        self.training_data = TrainingData.of(train, val, data_files, pseudo=pseudo)
         with training_process(config):
             seed_everything(config.seed)  # before the network is built: its new layers start from the seed
             self._prepare(train)
             self.train_config = config
+            pseudo_seconds = self._fit_pseudo(pseudo, config, progress) if pseudo else 0.0
             examples = self._examples(train)
             report = train_with_early_stopping(
                 self._network(),
@@ -137,11 +144,29 @@ class Extractor(ABC):
                 progress=progress,
                 metric=getattr(scorer, "__name__", None),
             )
+            report.pseudo_seconds = pseudo_seconds
             report.decoding = self._after_training(val, scorer, config)
             self.report = report
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
         return report
+
+    def _fit_pseudo(self, pseudo: Sequence[Post], config: TrainConfig, progress: bool) -> float:
+        """Self-training's first stage (see :meth:`fit`); returns its seconds."""
+        self._prepare(pseudo)
+        epochs = iter(range(1, config.pseudo_epochs + 1))
+        report = train_with_early_stopping(
+            self._network(),
+            self._examples(pseudo),
+            loss=self._loss,
+            parameter_groups=self._parameter_groups(config),
+            validate=lambda: float(next(epochs)),  # each epoch "better": the last is kept, no val read
+            config=config.model_copy(update={"epochs": config.pseudo_epochs}),
+            on_best=lambda report: None,
+            progress=progress,
+        )
+        seed_everything(config.seed)
+        return report.seconds
 
     def _after_training(self, val: Sequence[Post], scorer: Scorer, config: TrainConfig) -> dict[str, float]:
         """Decoding settings a family chooses on val once the best weights are back (none by default)."""

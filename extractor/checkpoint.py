@@ -88,6 +88,9 @@ class TrainingData(BaseModel):
 
     train: DataSummary
     val: DataSummary
+    pseudo: DataSummary | None = Field(
+        default=None, description="self-training: the pseudo-labelled posts trained on before train"
+    )
     files: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="role (train, val, ...) -> {name, sha256} of each file given; the file name only, so a "
@@ -96,10 +99,20 @@ class TrainingData(BaseModel):
 
     @classmethod
     def of(
-        cls, train: Sequence[Post], val: Sequence[Post], files: Mapping[str, str | Path] | None = None
+        cls,
+        train: Sequence[Post],
+        val: Sequence[Post],
+        files: Mapping[str, str | Path] | None = None,
+        *,
+        pseudo: Sequence[Post] = (),
     ) -> TrainingData:
         hashed = {role: {"name": Path(path).name, "sha256": file_sha256(path)} for role, path in (files or {}).items()}
-        return cls(train=DataSummary.of(train), val=DataSummary.of(val), files=hashed)
+        return cls(
+            train=DataSummary.of(train),
+            val=DataSummary.of(val),
+            pseudo=DataSummary.of(pseudo) if pseudo else None,
+            files=hashed,
+        )
 
 
 class CheckpointCard(BaseModel):

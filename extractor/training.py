@@ -69,6 +69,12 @@ class TrainConfig(BaseModel):
         "epoch and its checkpoint use the averaged weights, which move less from epoch to epoch than the "
         "trained ones (0: off)",
     )
+    pseudo_epochs: int = Field(
+        default=2,
+        ge=1,
+        description="self-training: epochs on the pseudo-labelled posts given to fit(pseudo=...), before the "
+        "labelled ones; their last epoch is kept, val selects nothing there",
+    )
     return_freed_memory: bool = Field(
         default=True,
         description="glibc, while training: serve blocks >= 1 MiB by mmap so freed ones leave the process "
@@ -92,6 +98,7 @@ class FitReport(BaseModel):
     seconds_to_best: float = 0.0
     seconds: float = 0.0
     history: list[EpochLog] = Field(default_factory=list)
+    pseudo_seconds: float = Field(default=0.0, description="self-training: the epochs on pseudo-labelled posts")
     decoding: dict[str, float] = Field(
         default_factory=dict, description="decoding settings chosen on val after training (e.g. thresholds)"
     )

@@ -13,6 +13,7 @@ from kecpm.post_files import (
     read_post_file,
     read_posts,
     read_texts,
+    unlabelled_posts,
     validate_kecpm,
     validate_posts,
     write_kecpm,
@@ -220,6 +221,28 @@ def test_texts_are_every_distinct_sentence_none_pairs_included(tmp_path):
     kecpm = tmp_path / "val.json"
     write_kecpm(read_mnre(path), kecpm)
     assert read_texts(kecpm) == read_texts(path)[:2]
+
+
+def test_unlabelled_posts_leave_out_the_excluded_texts_and_sample_whatever_the_file_order(tmp_path):
+    from kecpm.synthetic import synthetic_posts
+
+    posts = synthetic_posts(30, seed=3)
+    forward, backward, scored = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "val.json"
+    write_kecpm(posts, forward)
+    write_kecpm(posts[::-1], backward)
+    write_kecpm(posts[:5], scored)
+    texts = list(dict.fromkeys(tuple(p.tokens) for p in posts))
+    unlabelled, left_out = unlabelled_posts([forward, forward], exclude=[scored])
+    excluded = {tuple(p.tokens) for p in posts[:5]}
+    assert left_out == len(excluded)
+    assert [tuple(p.tokens) for p in unlabelled] == [t for t in texts if t not in excluded]  # file order, once each
+    assert all(not p.quintuples and not p.knowledge for p in unlabelled)
+    sample, _ = unlabelled_posts([forward], exclude=[scored], sample=7, seed=1)
+    again, _ = unlabelled_posts([backward], exclude=[scored], sample=7, seed=1)
+    other, _ = unlabelled_posts([forward], exclude=[scored], sample=7, seed=2)
+    assert len(sample) == 7 and [p.tokens for p in sample] == [p.tokens for p in again]
+    assert [p.tokens for p in other] != [p.tokens for p in sample]
+    assert len(unlabelled_posts([forward], sample=1000)[0]) == len(texts)
 
 
 def test_texts_name_every_bad_line(tmp_path):

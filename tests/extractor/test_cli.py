@@ -141,3 +141,64 @@ def test_adapt_names_a_missing_text_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a short path, which the error box does not wrap
     result = CliRunner().invoke(app, ["adapt", "--texts", "none.txt", "--out", "o"])
     assert result.exit_code != 0 and "none.txt: no such file" in result.output
+
+
+def test_pseudo_label_then_train_on_the_labels_first(split_dir, trained_tiny, tiny_encoder, tmp_path):
+    from kecpm.post_files import read_kecpm, read_texts
+
+    _, teacher = trained_tiny
+    runner = CliRunner()
+    pseudo = tmp_path / "pseudo.json"
+    result = runner.invoke(
+        app,
+        [
+            "pseudo-label",
+            "--model", str(teacher),
+            "--texts", str(split_dir / "train.json"),
+            "--texts", str(split_dir / "val.json"),
+            "--exclude", str(split_dir / "val.json"),
+            "--posts", "10",
+            "--relation-threshold", "0",
+            "--out", str(pseudo),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labelled = read_kecpm(pseudo)
+    val = {tuple(t) for t in read_texts(split_dir / "val.json")}
+    assert f"10 texts read ({len(val)} left out as in --exclude)" in result.output
+    assert 0 < len(labelled) <= 10 and all(p.quintuples for p in labelled)
+    assert not {tuple(p.tokens) for p in labelled} & val
+    assert f"{len(labelled)} labelled" in result.output
+
+    out = tmp_path / "student"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--train", str(split_dir / "train.json"),
+            "--val", str(split_dir / "val.json"),
+            "--pseudo", str(pseudo),
+            "--out", str(out),
+            "--checkpoint", str(tiny_encoder),
+            "--inputs", "only_text",
+            "--epochs", "1",
+            "--set", "hidden_size=32",
+            "--set", "max_length=96",
+            "--set", "pseudo_epochs=1",
+            "--set", "return_freed_memory=false",
+            "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "config.json").read_text())
+    assert card["training_data"]["pseudo"]["posts"] == len(labelled)
+    assert card["training_data"]["files"]["pseudo"]["name"] == "pseudo.json"
+    assert card["train_config"]["pseudo_epochs"] == 1
+
+
+def test_pseudo_label_names_a_missing_teacher(split_dir, tmp_path):
+    missing = tmp_path / "none"
+    result = CliRunner().invoke(
+        app, ["pseudo-label", "--model", str(missing), "--texts", str(split_dir / "val.json"), "--out", "o"]
+    )
+    assert result.exit_code != 0 and f"{missing}: no such model directory" in str(result.exception)
