@@ -153,19 +153,15 @@ def run_key(preset: str, args: argparse.Namespace, overrides: dict) -> dict:
         "overrides": overrides,
         "knowledge_sentences": args.knowledge_sentences,
         "knowledge_dir": str(knowledge_dir.resolve()) if knowledge_dir is not None else None,
-        **(
-            {"pretrain_dir": str(args.pretrain_dir.resolve()), "pretrain_epochs": args.pretrain_epochs}
-            if args.pretrain_dir is not None
-            else {}
-        ),
+        "pretrain_dir": str(args.pretrain_dir.resolve()) if args.pretrain_dir is not None else None,
+        "pretrain_epochs": args.pretrain_epochs if args.pretrain_dir is not None else None,
     }
 
 
 def same_run(run: dict, key: dict) -> bool:
     # A line written before the knowledge options were recorded reads as neither option given: right for the
     # ChatGPT runs of that time, while an old llm_know run (no folder recorded) is run again, never wrongly skipped.
-    # A run with pretraining is never the same as one without.
-    return all(run.get(k) == v for k, v in key.items()) and ("pretrain_dir" in run) == ("pretrain_dir" in key)
+    return all(run.get(k) == v for k, v in key.items())
 
 
 def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overrides: dict) -> dict:

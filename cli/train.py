@@ -133,8 +133,8 @@ def pseudo_label(
         torch.set_num_threads(threads)
     _check_files([*texts, *(exclude or [])])
     unlabelled, left_out = unlabelled_posts(texts, exclude=exclude or [], sample=posts, seed=seed)
+    teacher = load_extractor(model_dir)
     try:
-        teacher = load_extractor(model_dir)
         labelled = label(
             teacher,
             unlabelled,
