@@ -117,7 +117,9 @@ def pseudo_label(
     relation_threshold: Annotated[
         float, typer.Option(help="stricter than prediction's 0.5: fewer, cleaner labels")
     ] = 0.7,
-    batch_size: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="posts per batch (default: kecpm.extractor.PREDICT_BATCH_SIZE)")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
 ) -> None:
     """Self-training: label unlabelled text with a trained model's confident quintuples, for `kecpm train
@@ -125,7 +127,7 @@ def pseudo_label(
     --exclude every split that is trained on or scored."""
     import torch
 
-    from kecpm.extractor import load_extractor
+    from kecpm.extractor import PREDICT_BATCH_SIZE, load_extractor
     from kecpm.extractor import pseudo_label as label
     from kecpm.post_files import unlabelled_posts, write_kecpm
 
@@ -140,7 +142,7 @@ def pseudo_label(
             unlabelled,
             entity_threshold=entity_threshold,
             relation_threshold=relation_threshold,
-            batch_size=batch_size,
+            batch_size=batch_size or PREDICT_BATCH_SIZE,
         )
     except TypeError as error:
         raise typer.BadParameter(str(error)) from error
@@ -278,7 +280,14 @@ def predict(
     data: Annotated[Path, typer.Option("--data", help="posts to read (KECPM file)")],
     out: Annotated[Path, typer.Option("--out", help="predictions file (JSON Lines) to write")],
     knowledge: Annotated[Path | None, typer.Option(help="a KECPM file whose knowledge replaces the posts'")] = None,
-    batch_size: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="posts per batch (default: kecpm.extractor.PREDICT_BATCH_SIZE); with --ray, posts per worker "
+            "block (default: ClusterSettings.batch_size)",
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     int8: Annotated[bool, typer.Option(help="int8 encoder (span-pair model): faster, ~2 F1 lower")] = False,
     ray: Annotated[
@@ -293,7 +302,7 @@ def predict(
     """Predict quintuples for every post, in the predictions format ``kecpm eval`` reads (the same bytes
     on a Ray cluster as here)."""
     from kecpm.errors import KecpmError
-    from kecpm.extractor import load_extractor
+    from kecpm.extractor import PREDICT_BATCH_SIZE, load_extractor
     from kecpm.predictions import write_predictions
 
     if ray is not None and len(model_dirs) > 1:
@@ -303,7 +312,8 @@ def predict(
         (model_dir,) = model_dirs
         from kecpm.pipeline import ClusterSettings, predict_on_cluster
 
-        settings = ClusterSettings(workers=workers, batch_size=batch_size, cpus_per_worker=threads or 1)
+        blocks = {"batch_size": batch_size} if batch_size is not None else {}
+        settings = ClusterSettings(workers=workers, cpus_per_worker=threads or 1, **blocks)
         try:
             predictions = predict_on_cluster(model_dir, posts, address=ray, settings=settings, int8=int8)
         except KecpmError as exc:
@@ -334,6 +344,6 @@ def predict(
             model = SpanPairEnsemble(models)
         else:
             (model,) = models
-        predictions = model.predict(posts, batch_size=batch_size, progress=True)
+        predictions = model.predict(posts, batch_size=batch_size or PREDICT_BATCH_SIZE, progress=True)
     write_predictions(out, predictions, img_ids=[p.img_id for p in posts])
     typer.echo(f"{sum(len(p) for p in predictions)} quintuples for {len(posts)} posts: {out}")

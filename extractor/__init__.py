@@ -21,7 +21,7 @@ text), ``self_training`` (pseudo-labels from a teacher, for ``fit(pseudo=...)``)
 """
 
 from .adaptation import AdaptConfig, AdaptReport, adapt_encoder
-from .base import Extractor, load_extractor, register_family
+from .base import PREDICT_BATCH_SIZE, Extractor, load_extractor, register_family
 from .checkpoint import FORMAT_VERSION, CheckpointError, TrainingData
 from .generative import GenerativeConfig, GenerativeExtractor
 from .inputs import (
@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "FORMAT_VERSION",
     "INPUT_PRESETS",
+    "PREDICT_BATCH_SIZE",
     "THRESHOLD_GRID",
     "AdaptConfig",
     "AdaptReport",

@@ -24,7 +24,12 @@ from .inputs import InputAssembler
 from .model_card import write_model_card
 from .training import FitReport, Scorer, TrainConfig, seed_everything, train_with_early_stopping, training_process
 
-__all__ = ["Extractor", "load_extractor", "register_family"]
+__all__ = ["PREDICT_BATCH_SIZE", "Extractor", "load_extractor", "register_family"]
+
+PREDICT_BATCH_SIZE = 32
+"""Posts per batch at prediction by default. On 2 cores, batches of 32 predicted about 5 % faster than 64 (x0.92
+to x1.14 over six runs, the machine is noisy) and 25 % faster than 128: less padding, and the activations stay
+in cache (README, "Quality, eleventh push")."""
 
 
 class Extractor(ABC):
@@ -62,7 +67,9 @@ class Extractor(ABC):
         """The training loss (a scalar tensor) of one batch."""
 
     @abstractmethod
-    def predict(self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False) -> list[list[Quintuple]]:
+    def predict(
+        self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
+    ) -> list[list[Quintuple]]:
         """The quintuples of each post, in order."""
 
     @abstractmethod
@@ -173,7 +180,7 @@ class Extractor(ABC):
         return {}
 
     async def apredict(
-        self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False
+        self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
     ) -> list[list[Quintuple]]:
         """:meth:`predict` in a worker thread, so the event loop stays free while torch works."""
         return await asyncio.to_thread(self.predict, posts, batch_size=batch_size, progress=progress)

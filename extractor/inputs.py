@@ -197,19 +197,20 @@ class InputAssembler:
                     record=post.id,
                 )
             )
-        kept = assembled.knowledge_used
-        while cost(assembled) > budget and kept > 0:
+        offered = kept = assembled.knowledge_used
+        total = cost(assembled)
+        while total > budget and kept > 0:
             kept -= 1
             assembled = self.assemble(post, knowledge_limit=kept)
-        offered = self.assemble(post).knowledge_used
+            total = cost(assembled)
         if kept < offered:
             self.stats["knowledge sentences dropped"] += offered - kept
             self.stats["posts with knowledge dropped"] += 1
         cut_any = False
-        while (excess := cost(assembled) - budget) > 0:
+        while (excess := total - budget) > 0:
             context = [i for i, s in enumerate(assembled.segments) if s.role == "context"]
             if not context:  # only the text segment's own template words are left over the limit
-                raise InputTooLong(Problem(f"the input needs {cost(assembled)} tokens, over {budget}", record=post.id))
+                raise InputTooLong(Problem(f"the input needs {total} tokens, over {budget}", record=post.id))
             position = context[-1]
             shortened = cut(assembled.segments[position].text, excess).strip()
             segments = list(assembled.segments)
@@ -218,6 +219,7 @@ class InputAssembler:
             else:
                 del segments[position]
             assembled = replace(assembled, segments=tuple(segments))
+            total = cost(assembled)
             cut_any = True
         if cut_any:
             self.stats["posts with context cut"] += 1

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Sequence
 
 from ..records import Post
+from .base import PREDICT_BATCH_SIZE
 from .span_pair import SpanPairExtractor
 
 __all__ = ["pseudo_label"]
@@ -23,7 +24,7 @@ def pseudo_label(
     *,
     entity_threshold: float = 0.5,
     relation_threshold: float = 0.7,
-    batch_size: int = 64,
+    batch_size: int = PREDICT_BATCH_SIZE,
 ) -> list[Post]:
     """The posts in which ``teacher`` finds at least one quintuple at these thresholds, labelled with them
     (their own labels, if any, replaced); the teacher itself is left as it was.

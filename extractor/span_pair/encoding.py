@@ -8,6 +8,8 @@ context sentence that mentions it: :class:`ContextIndex` finds them.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +43,10 @@ SHAPES = (
 )  # fmt: skip
 _SHAPE = {name: k for k, name in enumerate(SHAPES)}
 _URL = re.compile(r"(?:https?://|www\.)", re.IGNORECASE)
+_TEXT_CACHE_SIZE = 4096
 
 
+@functools.lru_cache(maxsize=65536)
 def word_shape(word: str) -> int:
     """The index in :data:`SHAPES` of a word's shape: its case pattern, or what kind of token it is."""
     if word in ("#", "@"):
@@ -95,13 +99,39 @@ class InputEncoder:
     assembler: InputAssembler
     use_types: bool  # whether context segments get token type 1 (the encoder has two token types)
     _word_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _text_cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = field(default_factory=dict, repr=False)
+    _backend: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            # The Rust tokenizer, called directly (its Python wrapper cost more than the call), as a copy
+            # without the padding and truncation a tokenizer.json may carry (all-MiniLM-L6-v2's pads and
+            # cuts at 128), which the wrapper resets on every call and the bare tokenizer would apply.
+            self._backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            self._backend.no_padding()
+            self._backend.no_truncation()
 
     def copy(self) -> InputEncoder:
         """Another encoder sharing the tokenizer and assembler, with its own word cache."""
-        return InputEncoder(self.tokenizer, self.config, self.assembler, self.use_types, dict(self._word_cache))
+        return InputEncoder(
+            self.tokenizer, self.config, self.assembler, self.use_types, dict(self._word_cache), _backend=self._backend
+        )
+
+    def _tokens(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """A text's token ids and character offsets, without special tokens. Memoized: fitting a post to
+        the length limit counts its context's tokens, then encoding reads them again with offsets."""
+        found = self._text_cache.get(text)
+        if found is None:
+            if len(self._text_cache) >= _TEXT_CACHE_SIZE:
+                self._text_cache.clear()  # a few posts' worth is all that is ever reused
+            encoding = self._backend.encode(text, add_special_tokens=False)
+            found = self._text_cache[text] = (encoding.ids, encoding.offsets)
+        return found
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self._tokens(text)[0] if text else []
 
     def _word_ids(self, word: str) -> list[int]:
         cached = self._word_cache.get(word)
@@ -131,9 +161,9 @@ class InputEncoder:
         return [len(self._word_ids(w)) for w in words]
 
     def _cut(self, text: str, drop: int) -> str:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        keep = len(encoded["input_ids"]) - drop
-        return text[: encoded["offset_mapping"][keep - 1][1]] if keep > 0 else ""
+        ids, offsets = self._tokens(text)
+        keep = len(ids) - drop
+        return text[: offsets[keep - 1][1]] if keep > 0 else ""
 
     def encode(self, post: Post, *, with_labels: bool) -> EncodedPost:
         """A post's token ids, spans and context mentions; with its gold span and pair labels for training."""
@@ -157,9 +187,9 @@ class InputEncoder:
                 ids += self._ids(segment.after)
                 segment_type = 0
             else:
-                encoded = self.tokenizer(segment.text, add_special_tokens=False, return_offsets_mapping=True)
-                contexts.append((segment.text, len(ids), encoded["offset_mapping"]))
-                ids += encoded["input_ids"]
+                piece, offsets = self._tokens(segment.text)
+                contexts.append((segment.text, len(ids), offsets))
+                ids += piece
                 segment_type = 1 if self.use_types else 0
             ids.append(self.tokenizer.sep_token_id)
             type_ids += [segment_type] * (len(ids) - len(type_ids))
@@ -167,7 +197,7 @@ class InputEncoder:
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
         wanted = self.config.context_mentions or self.config.context_comentions
         context_index = ContextIndex(contexts if wanted else [])
-        found = [context_index.mentions(" ".join(assembled.words[i:j])) for i, j in spans] if wanted else []
+        found = context_index.span_mentions(assembled.words, spans) if wanted else []
         mentions = [first for first, _ in found] if self.config.context_mentions else []
         sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
         shapes = span_shapes(assembled.words, spans) if self.config.word_shapes else []
@@ -319,17 +349,41 @@ class ContextIndex:
     """A post's context segments split into sentences, to find where a span's words are mentioned."""
 
     def __init__(self, contexts: Sequence[tuple[str, int, Sequence[tuple[int, int]]]]) -> None:
-        self.contexts = [(_fold(text), first_token, offsets) for text, first_token, offsets in contexts]
+        self.contexts = [(_fold(text), first_token, _TokenOffsets(offsets)) for text, first_token, offsets in contexts]
         self.sentences: list[tuple[int, int]] = []  # token ranges in the whole input
         self._bounds: list[list[tuple[int, int]]] = []  # per context: (char end, sentence id), in order
         for text, first_token, offsets in self.contexts:
             bounds = []
             for match in _SENTENCE.finditer(text):
-                tokens = [k for k, (a, b) in enumerate(offsets) if a < match.end() and b > match.start()]
+                tokens = offsets.overlapping(match.start(), match.end())
                 if tokens:
                     bounds.append((match.end(), len(self.sentences)))
                     self.sentences.append((first_token + tokens[0], first_token + tokens[-1] + 1))
             self._bounds.append(bounds)
+
+    def span_mentions(
+        self, words: Sequence[str], spans: Sequence[tuple[int, int]]
+    ) -> list[tuple[tuple[int, int], int]]:
+        """:meth:`mentions` of each span's words. A span that extends one whose text is nowhere in the
+        context is not looked for (its text is not there either): most spans of a post are skipped so."""
+        absent: dict[int, str] = {}  # first word -> the folded text of a span from it that is not there
+        folded = [w.lower() for w in words]
+        # lower() works per character, so a joined span keeps its length under it iff all its words do
+        keeps_length = all(len(f) == len(w) for f, w in zip(folded, words, strict=True))
+        found = []
+        for i, j in spans:
+            surface = " ".join(words[i:j])
+            needle = " ".join(folded[i:j]) if keeps_length else _fold(surface)
+            missing = absent.get(i)
+            if missing is not None and needle.startswith(missing):
+                found.append(((0, 0), 0))
+                continue
+            if not any(needle in haystack for haystack, _, _ in self.contexts):
+                absent[i] = needle
+                found.append(((0, 0), 0))
+                continue
+            found.append(self.mentions(surface))
+        return found
 
     def mentions(self, surface: str) -> tuple[tuple[int, int], int]:
         """The token range of the first whole-word, case-blind mention of ``surface`` (``(0, 0)``: none;
@@ -346,7 +400,7 @@ class ContextIndex:
                     end == len(haystack) or not haystack[end].isalnum()
                 ):
                     if first == (0, 0):  # later mentions only add their sentence
-                        tokens = [k for k, (a, b) in enumerate(offsets) if a < end and b > at]
+                        tokens = offsets.overlapping(at, end)
                         if tokens:
                             first = (first_token + tokens[0], first_token + tokens[-1] + 1)
                     sentence = next((i for bound, i in bounds if at < bound), None)
@@ -363,6 +417,23 @@ def shared_sentence(e: EncodedPost, head: int, tail: int) -> tuple[int, int]:
     """The token range of the first context sentence that mentions both spans; ``(0, 0)`` if none."""
     both = e.sentence_sets[head] & e.sentence_sets[tail]
     return e.sentences[(both & -both).bit_length() - 1] if both else (0, 0)
+
+
+class _TokenOffsets:
+    """A context's token character offsets, to find the tokens that overlap a character range. Offsets in
+    order (as a tokenizer gives them) make those tokens one run, found by bisection; otherwise every
+    token is looked at."""
+
+    def __init__(self, offsets: Sequence[tuple[int, int]]) -> None:
+        self.offsets = offsets
+        self.starts = [a for a, _ in offsets]
+        self.ends = [b for _, b in offsets]
+        self.ordered = self.starts == sorted(self.starts) and self.ends == sorted(self.ends)
+
+    def overlapping(self, start: int, end: int) -> Sequence[int]:
+        if self.ordered:
+            return range(bisect.bisect_right(self.ends, start), bisect.bisect_left(self.starts, end))
+        return [k for k, (a, b) in enumerate(self.offsets) if a < end and b > start]
 
 
 def _fold(text: str) -> str:

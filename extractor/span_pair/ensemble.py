@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...records import Post, Quintuple
+from ..base import PREDICT_BATCH_SIZE
 from .config import SpanPairConfig
 from .decoding import merge_schemas
 from .model import SpanPairExtractor, decode_scored, score_posts
@@ -49,13 +50,15 @@ class SpanPairEnsemble:
         """The ensemble of the span-pair models saved at ``names_or_paths`` (folders or Hub ids)."""
         return cls([SpanPairExtractor.from_pretrained(name) for name in names_or_paths], config=config)
 
-    def predict(self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False) -> list[list[Quintuple]]:
+    def predict(
+        self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
+    ) -> list[list[Quintuple]]:
         """The quintuples of each post, from the members' averaged probabilities (see the module)."""
         scored = score_posts(self.members, posts, self.config, self.schema, batch_size=batch_size, progress=progress)
         return decode_scored(posts, scored, self.config, rescreen=False)
 
     async def apredict(
-        self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False
+        self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
     ) -> list[list[Quintuple]]:
         """:meth:`predict` in a worker thread, so the event loop stays free while torch works."""
         return await asyncio.to_thread(self.predict, posts, batch_size=batch_size, progress=progress)

@@ -36,7 +36,7 @@ from ...errors import Problem
 from ...labels import ENTITY_TYPES, RELATIONS
 from ...prompts import PromptTemplateFile
 from ...records import NO_WORDS, Entity, Post, Quintuple, has_words
-from ..base import Extractor, register_family
+from ..base import PREDICT_BATCH_SIZE, Extractor, register_family
 from ..checkpoint import CheckpointCard, CheckpointError
 from ..hub import looks_like_hub_id
 from ..inputs import InputAssembler, InputParts, InputTooLong
@@ -272,7 +272,9 @@ class SpanPairExtractor(Extractor):
                 encoded.span_labels[k] = 1 + ENTITY_TYPES.index(entity.type)
 
     # -- prediction -----------------------------------------------------------------------------
-    def predict(self, posts: Sequence[Post], *, batch_size: int = 64, progress: bool = False) -> list[list[Quintuple]]:
+    def predict(
+        self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
+    ) -> list[list[Quintuple]]:
         """The quintuples of each post, batched; a post longer than ``max_length`` is read in windows
         (:mod:`kecpm.extractor.windows`); a post without words (only URLs, emoji or punctuation) gets
         none, with a warning naming it.
@@ -289,7 +291,7 @@ class SpanPairExtractor(Extractor):
         scorer: Scorer,
         entity_grid: Sequence[float] = THRESHOLD_GRID,
         relation_grid: Sequence[float] = THRESHOLD_GRID,
-        batch_size: int = 64,
+        batch_size: int = PREDICT_BATCH_SIZE,
     ) -> ThresholdChoice:
         """Choose the entity and relation thresholds that score best on ``posts`` (val), set them in
         ``self.config`` and say what was chosen. The network runs once, at the lowest entity threshold:

@@ -83,8 +83,10 @@ class SpanPairNetwork(nn.Module):
 
     def pairs(self, span_vectors: Any, hidden: Any, p: dict[str, Any]) -> Any:
         """The relation logits of the pairs ``p`` (rows of head and tail span indices in the batch)."""
-        projected = self.pair_project(span_vectors)
-        h, t = projected[p["heads"]], projected[p["tails"]]
+        # only the spans in a pair are projected (at prediction a few candidates per post of ~100 spans)
+        rows, where = torch.unique(torch.cat([p["heads"], p["tails"]]), return_inverse=True)
+        projected = self.pair_project(span_vectors[rows])
+        h, t = projected[where[: len(p["heads"])]], projected[where[len(p["heads"]) :]]
         parts = [h, t, h * t, hidden[p["batch"], 0], self.distance(p["distance"])]
         if self.config.context_comentions:
             start, end = p["sentence_start"], p["sentence_end"]

@@ -116,3 +116,64 @@ def test_a_span_carries_the_shapes_of_its_edges_and_neighbours(minilm_tokenizer)
     assert names[(0, 1)] == ("upper", "upper", "none", "handle")  # RT, first word
     batch = _encoder(minilm_tokenizer, word_shapes=True).batch([encoded, encoded])
     assert tuple(batch["shapes"].shape) == (2 * len(encoded.spans), 4)
+
+
+@pytest.mark.parametrize(
+    "words, contexts",
+    [
+        (_POST.tokens, ["image: two people on a stage", " ".join(_POST.knowledge)]),
+        # lower() lengthens "İ", so those spans are matched case for case (as mentions() does)
+        (["İstanbul", "and", "Ankara", "İstanbul"], ["knowledge: İstanbul is big. ankara is the capital."]),
+        (["a", "a", "a", "b"], ["a a b a. a a a a"]),
+    ],
+)
+def test_span_mentions_skip_only_spans_that_cannot_be_there(minilm_tokenizer, words, contexts):
+    from kecpm.extractor.span_pair.encoding import ContextIndex
+
+    encoder = _encoder(minilm_tokenizer)
+    parts, start = [], 1
+    for text in contexts:
+        ids, offsets = encoder._tokens(text)
+        parts.append((text, start, offsets))
+        start += len(ids) + 1
+    index = ContextIndex(parts)
+    spans = [(i, j) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
+    expected = [index.mentions(" ".join(words[i:j])) for i, j in spans]  # every span looked for, the oracle
+    assert index.span_mentions(words, spans) == expected
+    assert index.span_mentions(words, spans[::-1]) == expected[::-1]  # whatever order the spans come in
+    assert any(first != (0, 0) for first, _ in expected)
+
+
+def test_token_ranges_by_bisection_equal_a_scan_of_every_token():
+    import random
+
+    from kecpm.extractor.span_pair.encoding import _TokenOffsets
+
+    rng = random.Random(0)
+    ordered, position = [], 0
+    for _ in range(40):
+        start = position + rng.randint(0, 2)
+        position = start + rng.randint(0, 4)  # zero-length tokens too
+        ordered.append((start, position))
+    shuffled = rng.sample(ordered, len(ordered))
+    for offsets in (ordered, shuffled):
+        found = _TokenOffsets(offsets)
+        assert found.ordered == (offsets is ordered)
+        for _ in range(300):
+            a = rng.randint(0, position + 2)
+            b = a + rng.randint(1, 12)
+            assert list(found.overlapping(a, b)) == [k for k, (s, e) in enumerate(offsets) if s < b and e > a]
+
+
+def test_context_tokens_are_read_once_per_text_and_match_the_tokenizer(minilm_tokenizer):
+    encoder = _encoder(minilm_tokenizer)
+    first = encoder.encode(_POST, with_labels=False)
+    cached = dict(encoder._text_cache)
+    assert encoder.encode(_POST, with_labels=False) == first
+    assert encoder._text_cache == cached  # the second time, nothing was tokenized again
+    long = " ".join(["Oakline's mayor is elected."] * 40)  # past the 128 tokens that tokenizer.json pads and cuts to
+    cached[long] = encoder._tokens(long)
+    assert len(cached[long][0]) > 128
+    for text, (ids, offsets) in cached.items():
+        direct = minilm_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert (ids, offsets) == (direct["input_ids"], [tuple(o) for o in direct["offset_mapping"]])
