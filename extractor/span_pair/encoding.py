@@ -372,8 +372,7 @@ class ContextIndex:
         keeps_length = all(len(f) == len(w) for f, w in zip(folded, words, strict=True))
         found = []
         for i, j in spans:
-            surface = " ".join(words[i:j])
-            needle = " ".join(folded[i:j]) if keeps_length else _fold(surface)
+            needle = " ".join(folded[i:j]) if keeps_length else _fold(" ".join(words[i:j]))
             missing = absent.get(i)
             if missing is not None and needle.startswith(missing):
                 found.append(((0, 0), 0))
@@ -382,7 +381,7 @@ class ContextIndex:
                 absent[i] = needle
                 found.append(((0, 0), 0))
                 continue
-            found.append(self.mentions(surface))
+            found.append(self.mentions(" ".join(words[i:j])))
         return found
 
     def mentions(self, surface: str) -> tuple[tuple[int, int], int]:

@@ -10,26 +10,29 @@ from kecpm.post_files import load_split, write_kecpm
 from kecpm.predictions import read_predictions
 
 
+def _train_tiny(split_dir, tiny_encoder, out, *options: str) -> list[str]:
+    """`kecpm train` on the synthetic split with the tiny encoder, small and quiet, plus ``options``."""
+    return [
+        "train",
+        "--train", str(split_dir / "train.json"),
+        "--val", str(split_dir / "val.json"),
+        "--out", str(out),
+        "--checkpoint", str(tiny_encoder),
+        "--set", "hidden_size=32",
+        "--set", "max_length=96",
+        "--set", "return_freed_memory=false",
+        "--quiet",
+        *options,
+    ]  # fmt: skip
+
+
 def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     runner = CliRunner()
     out = tmp_path / "model"
     result = runner.invoke(
         app,
-        [
-            "train",
-            "--train", str(split_dir / "train.json"),
-            "--val", str(split_dir / "val.json"),
-            "--out", str(out),
-            "--checkpoint", str(tiny_encoder),
-            "--inputs", "know",
-            "--knowledge-sentences", "1",
-            "--epochs", "2",
-            "--set", "hidden_size=32",
-            "--set", "max_length=96",
-            "--set", "return_freed_memory=false",
-            "--quiet",
-        ],
-    )  # fmt: skip
+        _train_tiny(split_dir, tiny_encoder, out, "--inputs", "know", "--knowledge-sentences", "1", "--epochs", "2"),
+    )
     assert result.exit_code == 0, result.output
     assert "best val micro_f1" in result.output
     card = json.loads((out / "config.json").read_text())
@@ -173,21 +176,10 @@ def test_pseudo_label_then_train_on_the_labels_first(split_dir, trained_tiny, ti
     out = tmp_path / "student"
     result = runner.invoke(
         app,
-        [
-            "train",
-            "--train", str(split_dir / "train.json"),
-            "--val", str(split_dir / "val.json"),
-            "--pseudo", str(pseudo),
-            "--out", str(out),
-            "--checkpoint", str(tiny_encoder),
-            "--inputs", "only_text",
-            "--epochs", "1",
-            "--set", "hidden_size=32",
-            "--set", "max_length=96",
-            "--set", "pseudo_epochs=1",
-            "--set", "return_freed_memory=false",
-            "--quiet",
-        ],
+        _train_tiny(
+            split_dir, tiny_encoder, out,
+            "--pseudo", str(pseudo), "--inputs", "only_text", "--epochs", "1", "--set", "pseudo_epochs=1",
+        ),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     card = json.loads((out / "config.json").read_text())
