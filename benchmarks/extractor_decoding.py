@@ -10,15 +10,24 @@ on val, per data seed, each decoding variant:
   siblings, alternate_names);
 - ``one_type+text_order``: both;
 - ``thresholds`` and ``one_type+text_order+thresholds``: entity and relation thresholds chosen on val
-  per data seed by ``SpanPairExtractor.tune_thresholds`` (its ``THRESHOLD_GRID``).
+  per data seed by ``SpanPairExtractor.tune_thresholds`` (its ``THRESHOLD_GRID``);
+- ``knowledge_free=W`` (not run unless named in ``--variants``): the saved decoding with
+  ``knowledge_free_weight=W``, the reading without knowledge averaged in with weight W (1: it alone).
 
 Plain val: the ``full`` model, thresholds chosen on all of val. Split-val: each half is predicted by
 the model selected on the other half, with the thresholds chosen on that other half
-(as ``kecpm.eval.cross_select`` pools them), pooled and scored on all of val. Each variant's gain over ``base`` is
-given as the mean +- std of its per-seed differences. Rows go to ``OUT/runs.json``; a rerun skips the
-(setting, seed) pairs already there with the same grid, so seeds can be added as their models appear.
+(as ``kecpm.eval.cross_select`` pools them), pooled and scored on all of val. Each variant's gain over
+``--base`` (``base`` by default) is given as the mean +- std of its per-seed differences. Rows go to
+``OUT/runs.json``; a rerun skips the (preset, seed, variant) rows already there with the same grid, so seeds
+and variants can be added as their models appear.
 
     nice -n 5 .venv/bin/python benchmarks/extractor_decoding.py --models runs/models --out runs/decoding
+    .venv/bin/python benchmarks/extractor_decoding.py --models runs/models --presets imagecap_know \
+        --variants text_order knowledge_free=0.5 knowledge_free=1 --base text_order --out runs/kfree
+
+Models trained on other knowledge (``extractor_quality.py --presets llm_know --knowledge-dir DIR``) are
+scored on that knowledge with the same ``--knowledge-dir DIR`` (and an ``--out`` of their own); without
+it, val carries the authors' ChatGPT knowledge.
 
 The threshold grid costs one network pass per model and tuning set: ``tune_thresholds`` scores the
 candidates once at the lowest entity threshold and decodes each grid point from those verdicts.
@@ -35,7 +44,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from extractor_quality import both, gain, scores
+from extractor_quality import both, gain, load_posts, scores
 
 from kecpm.extractor.span_pair import SYMMETRIC_RELATIONS  # after HF_HUB_OFFLINE is set
 
@@ -47,6 +56,17 @@ VARIANTS: dict[str, dict] = {
     "one_type+text_order": {"one_type_per_entity": True, "text_order_relations": SYMMETRIC},
 }
 TUNED = {"thresholds": "base", "one_type+text_order+thresholds": "one_type+text_order"}
+KNOWLEDGE_FREE = "knowledge_free="
+
+
+def variant_options(name: str) -> dict:
+    """The decoding options of a variant named in the module's doc."""
+    if name.startswith(KNOWLEDGE_FREE):
+        return {"knowledge_free_weight": float(name.removeprefix(KNOWLEDGE_FREE))}
+    try:
+        return VARIANTS[TUNED.get(name, name)]
+    except KeyError:
+        raise SystemExit(f"unknown variant {name!r}: {', '.join([*VARIANTS, *TUNED])} or {KNOWLEDGE_FREE}W") from None
 
 
 def decode(model, posts, options: dict, *, tune_on=None, scorer=None) -> tuple[list, tuple | None]:
@@ -64,7 +84,7 @@ def decode(model, posts, options: dict, *, tune_on=None, scorer=None) -> tuple[l
         model.config = base
 
 
-def study_one(folder: Path, val, seed: int) -> list[dict]:
+def study_one(folder: Path, val, seed: int, variants: list[str]) -> list[dict]:
     from kecpm.eval import make_scorer, val_halves
     from kecpm.extractor import load_extractor
 
@@ -72,8 +92,8 @@ def study_one(folder: Path, val, seed: int) -> list[dict]:
     halves = val_halves(len(val), seed=seed)
     full, *by_half = (load_extractor(folder / name) for name in ("full", "half0", "half1"))
     rows = []
-    for name in [*VARIANTS, *TUNED]:
-        options, tune = VARIANTS[TUNED.get(name, name)], name in TUNED
+    for name in variants:
+        options, tune = variant_options(name), name in TUNED
         plain, plain_choice = decode(full, val, options, tune_on=val if tune else None, scorer=scorer)
         # Split-val: each half is predicted by the model (and thresholds) chosen on the other half.
         split, split_choices = [None] * len(val), []
@@ -90,15 +110,15 @@ def study_one(folder: Path, val, seed: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], base_variant: str) -> str:
     lines = [
-        "| input | decoding | seeds | paper micro-F1 | gain over base | paper macro-F1 | standard micro-F1 "
+        f"| input | decoding | seeds | paper micro-F1 | gain over {base_variant} | paper macro-F1 | standard micro-F1 "
         "| entity F1 | thresholds (entity, relation) chosen |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for preset in dict.fromkeys(r["preset"] for r in rows):
         mine = [r for r in rows if r["preset"] == preset]
-        base = {r["seed"]: r for r in mine if r["variant"] == "base"}
+        base = {r["seed"]: r for r in mine if r["variant"] == base_variant}
         for variant in dict.fromkeys(r["variant"] for r in mine):
             these = [r for r in mine if r["variant"] == variant]
             chosen = "; ".join(
@@ -118,6 +138,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="the jmere/few_shot folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[17, 67, 97])
     parser.add_argument("--presets", nargs="+", default=["imagecap_know", "only_text"])
+    parser.add_argument(
+        "--knowledge-dir", type=Path, default=None, help="the val knowledge the models were trained with (llm_know)"
+    )
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, *TUNED], help="see the module's doc")
+    parser.add_argument("--base", default="base", help="the variant the gains are measured from")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -126,7 +151,6 @@ def main() -> None:
     import torch
 
     from kecpm.paths import require_data_dir
-    from kecpm.post_files import load_split
 
     torch.set_num_threads(args.threads)
     data = args.data or require_data_dir() / "jmere" / "few_shot"
@@ -137,16 +161,20 @@ def main() -> None:
 
     grid = [list(THRESHOLD_GRID), list(THRESHOLD_GRID)]
     rows = [r for r in (json.loads(log.read_text()) if log.exists() else []) if r.get("grid") == grid]
+    for name in args.variants:
+        variant_options(name)  # an unknown name stops the run before any model is read
     for preset in args.presets:
         for seed in args.seeds:
-            if any(r["preset"] == preset and r["seed"] == seed for r in rows):
+            done = {r["variant"] for r in rows if r["preset"] == preset and r["seed"] == seed}
+            missing = [name for name in args.variants if name not in done]
+            if not missing:
                 continue
             folder = args.models / f"{preset}_seed{seed}"
             if not (folder / "full").is_dir():
                 print(f"{folder}: no saved models, skipped", file=sys.stderr)
                 continue
-            val = load_split(data / f"seed_{seed}", "val")
-            found = study_one(folder, val, seed)
+            val = load_posts(data, seed, "val", args.knowledge_dir)
+            found = study_one(folder, val, seed, missing)
             rows += [{"preset": preset, "grid": grid, **r} for r in found]
             for r in found:
                 print(
@@ -157,7 +185,7 @@ def main() -> None:
             log.write_text(json.dumps(rows, indent=1, default=str))
             (args.out / "table.md").write_text(
                 "Decoding variants on saved span-pair models; each cell: plain val / split-val, mean ± std over "
-                "seeds; gain over base: mean ± std of the per-seed differences.\n\n" + table(rows)
+                f"seeds; gain over {args.base}: mean ± std of the per-seed differences.\n\n" + table(rows, args.base)
             )
     print((args.out / "table.md").read_text())
 

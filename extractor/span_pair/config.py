@@ -80,6 +80,16 @@ class SpanPairConfig(BaseModel):
         "only through its context mention; a template message that mixes knowledge with other parts is "
         "isolated whole",
     )
+    knowledge_free_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="at prediction (val scoring in training included), the weight of the post's reading without "
+        "its knowledge (image description kept) when the span and relation probabilities of both readings are "
+        "averaged; 0: the reading with knowledge alone, 1: the reading without it alone. The network reads the "
+        "post twice, so knowledge moves each probability by at most 1 - weight from the knowledge-free "
+        "reading's; pairs with knowledge_dropout, which trains both readings",
+    )
     negative_spans: int = Field(default=4, ge=0, description="hard wrong spans per post paired in training")
     span_none_weight: float = Field(default=1.0, gt=0, description="loss weight of the no-entity class")
     relation_none_weight: float = Field(default=1.0, gt=0, description="loss weight of the no-relation class")

@@ -3,7 +3,9 @@
 Each member reads a post through its own inputs (one may read the text alone, another the text with the
 image description and the knowledge); the members' span probabilities are averaged before the entity
 threshold picks the candidate spans, and their relation probabilities of those candidates before the
-pair choice (:func:`.model.score_posts`). Decoding is the first member's unless a config is given.
+pair choice (:func:`.model.score_posts`). A member with a ``knowledge_free_weight`` brings both its
+readings, with and without knowledge, within its share. Decoding is the first member's unless a config
+is given.
 Predict-only: train and save each member as usual, then put the loaded members together.
 """
 
@@ -17,7 +19,7 @@ from ...records import Post, Quintuple
 from ..base import PREDICT_BATCH_SIZE
 from .config import SpanPairConfig
 from .decoding import merge_schemas
-from .model import SpanPairExtractor, decode_scored, score_posts
+from .model import SpanPairExtractor, decode_scored, knowledge_readings, score_posts
 
 __all__ = ["SpanPairEnsemble"]
 
@@ -54,7 +56,18 @@ class SpanPairEnsemble:
         self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
     ) -> list[list[Quintuple]]:
         """The quintuples of each post, from the members' averaged probabilities (see the module)."""
-        scored = score_posts(self.members, posts, self.config, self.schema, batch_size=batch_size, progress=progress)
+        share = 1 / len(self.members)
+        readings = [
+            (reading, share * weight)
+            for member in self.members
+            for reading, weight in knowledge_readings(member, member.config.knowledge_free_weight)
+        ]
+        members = [m for m, _ in readings]
+        # equal shares are averaged as before (no weighted sum), so ensembles without such members are unchanged
+        weights = None if len(members) == len(self.members) else [w for _, w in readings]
+        scored = score_posts(
+            members, posts, self.config, self.schema, batch_size=batch_size, progress=progress, weights=weights
+        )
         return decode_scored(posts, scored, self.config, rescreen=False)
 
     async def apredict(

@@ -15,7 +15,8 @@ vector of the first context sentence that mentions both (about half of the gold 
 often states the relation: "Bangkok is the capital of Thailand").
 Training pairs are the gold entities plus the highest-scoring wrong spans (hard negatives); with
 ``knowledge_dropout`` a post is read in some batches without its knowledge, so that knowledge adds to
-what the text tells rather than replacing it. Decoding is :mod:`.decoding`'s.
+what the text tells rather than replacing it; with ``knowledge_free_weight`` prediction averages the
+post's readings with and without its knowledge (:func:`knowledge_readings`). Decoding is :mod:`.decoding`'s.
 
 This module ties the parts together: :mod:`.encoding` (posts -> examples), :mod:`.network` (imported
 where a network is built, as it imports torch), :mod:`.decoding`, and the family's checkpoint files.
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
@@ -56,7 +59,14 @@ from .config import SpanPairConfig, default_encoder_path
 from .decoding import PairChoice, choose_pairs, entity_candidates, merge_schemas, select_quintuples
 from .encoding import EncodedPost, InputEncoder, pair_rows
 
-__all__ = ["THRESHOLD_GRID", "SpanPairExtractor", "ThresholdChoice", "decode_scored", "score_posts"]
+__all__ = [
+    "THRESHOLD_GRID",
+    "SpanPairExtractor",
+    "ThresholdChoice",
+    "decode_scored",
+    "knowledge_readings",
+    "score_posts",
+]
 
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 """The entity and relation thresholds :meth:`SpanPairExtractor.tune_thresholds` tries by default."""
@@ -339,8 +349,27 @@ class SpanPairExtractor(Extractor):
 
     def _score(self, posts: Sequence[Post], config: SpanPairConfig, *, batch_size: int, progress: bool) -> _ScoredPosts:
         """The network's verdicts on every post (by window for a long one), with ``config``'s entity
-        threshold choosing the candidate spans whose pairs are scored."""
-        return score_posts([self], posts, config, self.schema, batch_size=batch_size, progress=progress)
+        threshold choosing the candidate spans whose pairs are scored, and its ``knowledge_free_weight``
+        the weight of the reading without knowledge."""
+        readings = knowledge_readings(self, config.knowledge_free_weight)
+        members, weights = [m for m, _ in readings], [w for _, w in readings]
+        return score_posts(
+            members, posts, config, self.schema, batch_size=batch_size, progress=progress, weights=weights
+        )
+
+    def without_knowledge(self) -> SpanPairExtractor:
+        """This model reading posts without their knowledge (the image description kept), as
+        ``knowledge_dropout`` trains it to: the same network, schema and decoding, other inputs.
+
+        >>> model.without_knowledge().predict(val)  # doctest: +SKIP
+        """
+        if self.inputs is None:
+            raise RuntimeError("the model is not trained: call fit() or load() first")
+        view = copy.copy(self)
+        parts = self.assembler.parts.model_copy(update={"knowledge": False})
+        view.assembler = replace(self.assembler, parts=parts, stats=Counter())
+        view.inputs = replace(self.inputs, assembler=view.assembler)  # shares the tokenizer and its caches
+        return view
 
     def _read_spans(self, examples: Sequence[EncodedPost]) -> _SpanReading:
         """The encoder's hidden states, the span vectors and the span probabilities of a batch."""
@@ -439,6 +468,17 @@ class SpanPairExtractor(Extractor):
         return model
 
 
+def knowledge_readings(model: SpanPairExtractor, weight: float) -> list[tuple[SpanPairExtractor, float]]:
+    """The readings ``model`` predicts from, with their weights: itself alone, or, with a knowledge-free
+    ``weight`` (``SpanPairConfig.knowledge_free_weight``) and knowledge among its inputs, itself with
+    ``1 - weight`` and :meth:`~SpanPairExtractor.without_knowledge` with ``weight`` (alone at 1)."""
+    if not weight or not model.assembler.parts.knowledge:
+        return [(model, 1.0)]
+    if weight >= 1:
+        return [(model.without_knowledge(), 1.0)]
+    return [(model, 1 - weight), (model.without_knowledge(), weight)]
+
+
 def score_posts(
     members: Sequence[SpanPairExtractor],
     posts: Sequence[Post],
@@ -447,12 +487,14 @@ def score_posts(
     *,
     batch_size: int,
     progress: bool,
+    weights: Sequence[float] | None = None,
 ) -> _ScoredPosts:
     """The verdicts of one model, or of several averaged (an ensemble), on every post (by window for a
     long one). With several members, each reads the post through its own inputs; their span probabilities
-    are averaged before ``config``'s entity threshold picks the candidates, and their relation probabilities
-    of those candidates are averaged before the pair choice. Members must cut a post into the same spans
-    and windows (the same encoder family and span settings), else a ``ValueError`` names the post."""
+    are averaged (by ``weights``, summing to 1; None: equally) before ``config``'s entity threshold picks
+    the candidates, and their relation probabilities of those candidates are averaged before the pair
+    choice. Members must cut a post into the same spans and windows (the same encoder family and span
+    settings), else a ``ValueError`` names the post."""
     import torch
     from tqdm.auto import tqdm
 
@@ -486,7 +528,7 @@ def score_posts(
         with torch.inference_mode():
             for chunk in tqdm(list(batches(order, batch_size)), desc="predict", disable=not progress):
                 examples = [[member_units[u][2] for u in chunk] for member_units in units]
-                found = _score_batch(members, examples, config, schema)
+                found = _score_batch(members, examples, config, schema, weights)
                 for u, verdicts in zip(chunk, found, strict=True):
                     i, window, encoded = first[u]
                     scored[u] = (readable[i], window, encoded.spans, *verdicts)
@@ -501,11 +543,12 @@ def _score_batch(
     examples: Sequence[Sequence[EncodedPost]],
     config: SpanPairConfig,
     schema: dict[str, list[tuple[str, str]]],
+    weights: Sequence[float] | None,
 ) -> list[tuple[list[float], list[tuple[PairChoice, int, int]]]]:
     """Per example of a batch (``examples[m]``: member ``m``'s encoding of it), its spans' entity scores
     and its scored candidate pairs ``(choice, head span index, tail span index)``."""
     readings = [member._read_spans(batch) for member, batch in zip(members, examples, strict=True)]
-    span_probs = _mean([r.span_probs for r in readings])
+    span_probs = _mean([r.span_probs for r in readings], weights)
     offsets = readings[0].inputs["offsets"]
     candidates_per_post, entity_scores = [], []
     for b, e in enumerate(examples[0]):
@@ -516,7 +559,7 @@ def _score_batch(
     scored: list[list[tuple[PairChoice, int, int]]] = [[] for _ in examples[0]]
     if rows:
         relation_probs = _mean(
-            [m._pair_probs(r, batch, rows) for m, r, batch in zip(members, readings, examples, strict=True)]
+            [m._pair_probs(r, batch, rows) for m, r, batch in zip(members, readings, examples, strict=True)], weights
         )
         heads = [offsets[b] + h for b, h, _ in rows]
         tails = [offsets[b] + tl for b, _, tl in rows]
@@ -534,13 +577,16 @@ def _score_batch(
     return list(zip(entity_scores, scored, strict=True))
 
 
-def _mean(probabilities: Sequence[Any]) -> Any:
+def _mean(probabilities: Sequence[Any], weights: Sequence[float] | None) -> Any:
     # one member's probabilities pass through untouched, so a single model predicts exactly as before
     if len(probabilities) == 1:
         return probabilities[0]
     import torch
 
-    return torch.stack(list(probabilities)).mean(0)
+    stacked = torch.stack(list(probabilities))
+    if weights is None:
+        return stacked.mean(0)
+    return torch.tensordot(torch.tensor(weights, dtype=stacked.dtype), stacked, dims=1)
 
 
 def decode_scored(
