@@ -19,7 +19,7 @@ from ...records import Post, Quintuple
 from ..base import PREDICT_BATCH_SIZE
 from .config import SpanPairConfig
 from .decoding import merge_schemas
-from .model import SpanPairExtractor, decode_scored, knowledge_readings, score_posts
+from .model import SpanPairExtractor, decode_scored, score_posts
 
 __all__ = ["SpanPairEnsemble"]
 
@@ -56,18 +56,7 @@ class SpanPairEnsemble:
         self, posts: Sequence[Post], *, batch_size: int = PREDICT_BATCH_SIZE, progress: bool = False
     ) -> list[list[Quintuple]]:
         """The quintuples of each post, from the members' averaged probabilities (see the module)."""
-        share = 1 / len(self.members)
-        readings = [
-            (reading, share * weight)
-            for member in self.members
-            for reading, weight in knowledge_readings(member, member.config.knowledge_free_weight)
-        ]
-        members = [m for m, _ in readings]
-        # equal shares are averaged as before (no weighted sum), so ensembles without such members are unchanged
-        weights = None if len(members) == len(self.members) else [w for _, w in readings]
-        scored = score_posts(
-            members, posts, self.config, self.schema, batch_size=batch_size, progress=progress, weights=weights
-        )
+        scored = score_posts(self.members, posts, self.config, self.schema, batch_size=batch_size, progress=progress)
         return decode_scored(posts, scored, self.config, rescreen=False)
 
     async def apredict(

@@ -349,13 +349,9 @@ class SpanPairExtractor(Extractor):
 
     def _score(self, posts: Sequence[Post], config: SpanPairConfig, *, batch_size: int, progress: bool) -> _ScoredPosts:
         """The network's verdicts on every post (by window for a long one), with ``config``'s entity
-        threshold choosing the candidate spans whose pairs are scored, and its ``knowledge_free_weight``
-        the weight of the reading without knowledge."""
-        readings = knowledge_readings(self, config.knowledge_free_weight)
-        members, weights = [m for m, _ in readings], [w for _, w in readings]
-        return score_posts(
-            members, posts, config, self.schema, batch_size=batch_size, progress=progress, weights=weights
-        )
+        threshold choosing the candidate spans whose pairs are scored (and the model's own
+        ``knowledge_free_weight`` whether it reads each post twice, :func:`knowledge_readings`)."""
+        return score_posts([self], posts, config, self.schema, batch_size=batch_size, progress=progress)
 
     def without_knowledge(self) -> SpanPairExtractor:
         """This model reading posts without their knowledge (the image description kept), as
@@ -479,6 +475,23 @@ def knowledge_readings(model: SpanPairExtractor, weight: float) -> list[tuple[Sp
     return [(model, 1 - weight), (model.without_knowledge(), weight)]
 
 
+def _readings(
+    members: Sequence[SpanPairExtractor], weights: Sequence[float] | None
+) -> tuple[list[SpanPairExtractor], Sequence[float] | None]:
+    """Every member's :func:`knowledge_readings` within its share. Weights stay None (an equal average,
+    as before there were readings) while no member reads a post twice."""
+    shares = weights if weights is not None else [1 / len(members)] * len(members)
+    readings = [
+        (reading, share * part)
+        for member, share in zip(members, shares, strict=True)
+        for reading, part in knowledge_readings(member, member.config.knowledge_free_weight)
+    ]
+    kept = [reading for reading, _ in readings]
+    if weights is None and len(readings) == len(members):
+        return kept, None
+    return kept, [w for _, w in readings]
+
+
 def score_posts(
     members: Sequence[SpanPairExtractor],
     posts: Sequence[Post],
@@ -493,14 +506,16 @@ def score_posts(
     long one). With several members, each reads the post through its own inputs; their span probabilities
     are averaged (by ``weights``, summing to 1; None: equally) before ``config``'s entity threshold picks
     the candidates, and their relation probabilities of those candidates are averaged before the pair
-    choice. Members must cut a post into the same spans and windows (the same encoder family and span
-    settings), else a ``ValueError`` names the post."""
+    choice. A member with a ``knowledge_free_weight`` reads each post with and without its knowledge, the
+    two readings splitting its share (:func:`knowledge_readings`). Members must cut a post into the same
+    spans and windows (the same encoder family and span settings), else a ``ValueError`` names the post."""
     import torch
     from tqdm.auto import tqdm
 
     for member in members:
         if member.network is None:
             raise RuntimeError("the model is not trained: call fit() or load() first")
+    members, weights = _readings(members, weights)
     readable = [i for i, post in enumerate(posts) if has_words(post.tokens)]
     if len(readable) < len(posts):
         for post in (p for p in posts if not has_words(p.tokens)):
