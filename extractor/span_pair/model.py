@@ -464,10 +464,11 @@ class SpanPairExtractor(Extractor):
         return model
 
 
-def knowledge_readings(model: SpanPairExtractor, weight: float) -> list[tuple[SpanPairExtractor, float]]:
-    """The readings ``model`` predicts from, with their weights: itself alone, or, with a knowledge-free
-    ``weight`` (``SpanPairConfig.knowledge_free_weight``) and knowledge among its inputs, itself with
-    ``1 - weight`` and :meth:`~SpanPairExtractor.without_knowledge` with ``weight`` (alone at 1)."""
+def knowledge_readings(model: SpanPairExtractor) -> list[tuple[SpanPairExtractor, float]]:
+    """The readings ``model`` predicts from, with their weights: itself alone, or, with a
+    ``knowledge_free_weight`` in its config and knowledge among its inputs, itself with ``1 - weight`` and
+    :meth:`~SpanPairExtractor.without_knowledge` with ``weight`` (alone at 1)."""
+    weight = model.config.knowledge_free_weight
     if not weight or not model.assembler.parts.knowledge:
         return [(model, 1.0)]
     if weight >= 1:
@@ -484,7 +485,7 @@ def _readings(
     readings = [
         (reading, share * part)
         for member, share in zip(members, shares, strict=True)
-        for reading, part in knowledge_readings(member, member.config.knowledge_free_weight)
+        for reading, part in knowledge_readings(member)
     ]
     kept = [reading for reading, _ in readings]
     if weights is None and len(readings) == len(members):

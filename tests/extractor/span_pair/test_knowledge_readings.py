@@ -61,14 +61,14 @@ def test_weights_zero_and_one_are_each_reading_alone(trained_tiny, synthetic_spl
     _, val = synthetic_split
     assert weighted(model, 0.0).predict(val) == model.predict(val)
     assert weighted(model, 1.0).predict(val) == model.predict(bare(val))
-    assert [m for m, _ in knowledge_readings(model, 1.0)] != [model]
+    assert [m for m, _ in knowledge_readings(weighted(model, 1.0))] != [model]
 
 
 def test_a_model_without_knowledge_in_its_inputs_reads_each_post_once(tiny_encoder):
     text_only = SpanPairExtractor(
         SpanPairConfig(encoder=str(tiny_encoder), knowledge_free_weight=0.5), parts=InputParts.preset("only_text")
     )
-    assert knowledge_readings(text_only, 0.5) == [(text_only, 1.0)]
+    assert knowledge_readings(text_only) == [(text_only, 1.0)]
 
 
 def test_an_ensemble_member_brings_both_readings_within_its_share(trained_tiny, synthetic_split):
