@@ -311,8 +311,9 @@ def write_table(args: argparse.Namespace, overrides: dict[str, Any], runs: list[
     """``OUT/table.md``: the runs of this study's settings."""
     mine = [r for r in runs if same_run(r, run_key(r["preset"], args, overrides))]
     pretraining = f"{args.pretrain_dir}, {args.pretrain_epochs} epochs" if args.pretrain_dir else "none"
+    encoder = overrides.get("encoder", "all-MiniLM-L6-v2")
     header = (
-        f"Span-pair extractor (all-MiniLM-L6-v2), val of the KECPM few-shot seeds, {args.epochs} epochs "
+        f"Span-pair extractor ({encoder}), val of the KECPM few-shot seeds, {args.epochs} epochs "
         f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
         f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}; "
         f"pretraining on pseudo-labels {pretraining}. Each cell: "
