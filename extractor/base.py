@@ -118,6 +118,9 @@ class Extractor(ABC):
         them, keeping the last (val selects nothing there), then on ``train`` as usual, the seed set
         again so the labelled stage starts like a run without pseudo-labels.
 
+        With ``config.text_only_epochs`` the network then trains that many epochs on ``train`` read as
+        text alone (no image description, no knowledge), keeping the last, before the full input.
+
         >>> model = SpanPairExtractor()  # doctest: +SKIP
         >>> report = model.fit(train, val, scorer=kecpm.eval.make_scorer(mode="paper"))  # doctest: +SKIP
         """
@@ -138,7 +141,9 @@ class Extractor(ABC):
             seed_everything(config.seed)  # before the network is built: its new layers start from the seed
             self._prepare(train)
             self.train_config = config
-            pseudo_seconds = self._fit_pseudo(pseudo, config, progress) if pseudo else 0.0
+            pseudo_seconds = self._fit_stage(pseudo, config.pseudo_epochs, config, progress) if pseudo else 0.0
+            text_only = [post.model_copy(update={"image_descriptions": [], "knowledge": []}) for post in train]
+            text_seconds = self._fit_stage(text_only, config.text_only_epochs, config, progress)
             examples = self._examples(train)
             report = train_with_early_stopping(
                 self._network(),
@@ -151,24 +156,27 @@ class Extractor(ABC):
                 progress=progress,
                 metric=getattr(scorer, "__name__", None),
             )
-            report.pseudo_seconds = pseudo_seconds
+            report.pseudo_seconds, report.text_only_seconds = pseudo_seconds, text_seconds
             report.decoding = self._after_training(val, scorer, config)
             self.report = report
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
         return report
 
-    def _fit_pseudo(self, pseudo: Sequence[Post], config: TrainConfig, progress: bool) -> float:
-        """Self-training's first stage (see :meth:`fit`); returns its seconds."""
-        self._prepare(pseudo)
-        epochs = iter(range(1, config.pseudo_epochs + 1))
+    def _fit_stage(self, posts: Sequence[Post], epochs: int, config: TrainConfig, progress: bool) -> float:
+        """A stage before the selected one (see :meth:`fit`): ``epochs`` epochs on ``posts``, the last kept,
+        val never read; then the seed is set again. Returns its seconds (0 when ``epochs`` is 0)."""
+        if not epochs:
+            return 0.0
+        self._prepare(posts)
+        numbers = iter(range(1, epochs + 1))
         report = train_with_early_stopping(
             self._network(),
-            self._examples(pseudo),
+            self._examples(posts),
             loss=self._loss,
             parameter_groups=self._parameter_groups(config),
-            validate=lambda: float(next(epochs)),  # each epoch "better": the last is kept, no val read
-            config=config.model_copy(update={"epochs": config.pseudo_epochs}),
+            validate=lambda: float(next(numbers)),  # each epoch "better": the last is kept, no val read
+            config=config.model_copy(update={"epochs": epochs}),
             on_best=lambda report: None,
             progress=progress,
         )

@@ -75,6 +75,13 @@ class TrainConfig(BaseModel):
         description="self-training: epochs on the pseudo-labelled posts given to fit(pseudo=...), before the "
         "labelled ones; their last epoch is kept, val selects nothing there",
     )
+    text_only_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="epochs on the training posts' text alone (image description and knowledge left out) before "
+        "the full input: the network learns to read the post first, so the longer input is added to a reader "
+        "that already works; their last epoch is kept, val selects nothing there (0: off)",
+    )
     return_freed_memory: bool = Field(
         default=True,
         description="glibc, while training: serve blocks >= 1 MiB by mmap so freed ones leave the process "
@@ -99,6 +106,7 @@ class FitReport(BaseModel):
     seconds: float = 0.0
     history: list[EpochLog] = Field(default_factory=list)
     pseudo_seconds: float = Field(default=0.0, description="self-training: the epochs on pseudo-labelled posts")
+    text_only_seconds: float = Field(default=0.0, description="the epochs on the posts' text alone (text_only_epochs)")
     decoding: dict[str, float] = Field(
         default_factory=dict, description="decoding settings chosen on val after training (e.g. thresholds)"
     )

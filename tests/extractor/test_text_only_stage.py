@@ -1,0 +1,75 @@
+"""TrainConfig.text_only_epochs on the tiny random BERT: the network reads the training posts' text alone
+first, then the full input, and that stage is exactly a fit on the stripped posts."""
+
+from __future__ import annotations
+
+import pytest
+
+from kecpm.extractor import SpanPairConfig, SpanPairExtractor, TrainConfig, load_extractor
+
+
+def _model(tiny_encoder) -> SpanPairExtractor:
+    return SpanPairExtractor(SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96))
+
+
+def _with_image(posts):
+    return [p.model_copy(update={"image_descriptions": [f"a photo of {p.tokens[0]}"]}) for p in posts]
+
+
+def test_text_only_epochs_train_on_the_posts_text_alone_then_on_the_full_input(
+    tiny_encoder, synthetic_split, scorer, tmp_path
+):
+    import torch
+
+    train, val = (_with_image(posts) for posts in synthetic_split)
+    assert all(p.knowledge and p.image_descriptions for p in train)
+    config = TrainConfig(epochs=2, head_learning_rate=3e-3, text_only_epochs=1, return_freed_memory=False)
+
+    model = _model(tiny_encoder)
+    report = model.fit(train, val, scorer=scorer, config=config, progress=False)
+    assert report.text_only_seconds > 0 and len(report.history) == 2  # val selects in the second stage only
+
+    # the same as one epoch on the posts without image description and knowledge, kept whatever its
+    # val score, then a fit on the full input
+    stripped = [p.model_copy(update={"image_descriptions": [], "knowledge": []}) for p in train]
+    staged = _model(tiny_encoder)
+    epochs = iter([1.0])
+    staged.fit(
+        stripped,
+        val,
+        scorer=lambda gold, predicted: next(epochs),
+        config=config.model_copy(update={"epochs": 1, "text_only_epochs": 0}),
+        progress=False,
+    )
+    staged.fit(train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False)
+    weights = model.network.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in staged.network.state_dict().items())
+
+    # not the same as reading the full input in the first stage too, nor as no first stage
+    full_first = _model(tiny_encoder)
+    epochs = iter([1.0])
+    full_first.fit(
+        train,
+        val,
+        scorer=lambda gold, predicted: next(epochs),
+        config=config.model_copy(update={"epochs": 1, "text_only_epochs": 0}),
+        progress=False,
+    )
+    full_first.fit(train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False)
+    plain = _model(tiny_encoder)
+    plain_report = plain.fit(
+        train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False
+    )
+    assert plain_report.text_only_seconds == 0
+    for other in (full_first, plain):
+        assert not all(torch.equal(weights[k], v) for k, v in other.network.state_dict().items())
+
+    # the setting is saved with the model; the training posts keep their knowledge
+    loaded = load_extractor(model.save(tmp_path / "model"))
+    assert loaded.train_config.text_only_epochs == 1
+    assert all(p.knowledge for p in train)
+
+
+def test_text_only_epochs_are_never_negative():
+    with pytest.raises(ValueError, match="text_only_epochs"):
+        TrainConfig(text_only_epochs=-1)
