@@ -16,6 +16,16 @@ def _with_image(posts):
     return [p.model_copy(update={"image_descriptions": [f"a photo of {p.tokens[0]}"]}) for p in posts]
 
 
+def _two_fits(model, first, train, val, scorer, config):
+    """One epoch on ``first``, kept whatever its val score, then a fit on ``train``; both without the option."""
+    single = config.model_copy(update={"text_only_epochs": 0})
+    model.fit(
+        first, val, scorer=lambda gold, predicted: 1.0, config=single.model_copy(update={"epochs": 1}), progress=False
+    )
+    model.fit(train, val, scorer=scorer, config=single, progress=False)
+    return model
+
+
 def test_text_only_epochs_train_on_the_posts_text_alone_then_on_the_full_input(
     tiny_encoder, synthetic_split, scorer, tmp_path
 ):
@@ -32,30 +42,12 @@ def test_text_only_epochs_train_on_the_posts_text_alone_then_on_the_full_input(
     # the same as one epoch on the posts without image description and knowledge, kept whatever its
     # val score, then a fit on the full input
     stripped = [p.model_copy(update={"image_descriptions": [], "knowledge": []}) for p in train]
-    staged = _model(tiny_encoder)
-    epochs = iter([1.0])
-    staged.fit(
-        stripped,
-        val,
-        scorer=lambda gold, predicted: next(epochs),
-        config=config.model_copy(update={"epochs": 1, "text_only_epochs": 0}),
-        progress=False,
-    )
-    staged.fit(train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False)
+    staged = _two_fits(_model(tiny_encoder), stripped, train, val, scorer, config)
     weights = model.network.state_dict()
     assert all(torch.equal(weights[k], v) for k, v in staged.network.state_dict().items())
 
     # not the same as reading the full input in the first stage too, nor as no first stage
-    full_first = _model(tiny_encoder)
-    epochs = iter([1.0])
-    full_first.fit(
-        train,
-        val,
-        scorer=lambda gold, predicted: next(epochs),
-        config=config.model_copy(update={"epochs": 1, "text_only_epochs": 0}),
-        progress=False,
-    )
-    full_first.fit(train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False)
+    full_first = _two_fits(_model(tiny_encoder), train, train, val, scorer, config)
     plain = _model(tiny_encoder)
     plain_report = plain.fit(
         train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False
