@@ -141,8 +141,12 @@ class Extractor(ABC):
             seed_everything(config.seed)  # before the network is built: its new layers start from the seed
             self._prepare(train)
             self.train_config = config
-            pseudo_seconds = self._fit_stage(pseudo, config.pseudo_epochs, config, progress) if pseudo else 0.0
-            text_only = [post.model_copy(update={"image_descriptions": [], "knowledge": []}) for post in train]
+            pseudo_seconds = self._fit_stage(pseudo, config.pseudo_epochs, config, progress)
+            text_only = (
+                [post.model_copy(update={"image_descriptions": [], "knowledge": []}) for post in train]
+                if config.text_only_epochs
+                else []
+            )
             text_seconds = self._fit_stage(text_only, config.text_only_epochs, config, progress)
             examples = self._examples(train)
             report = train_with_early_stopping(
@@ -165,8 +169,8 @@ class Extractor(ABC):
 
     def _fit_stage(self, posts: Sequence[Post], epochs: int, config: TrainConfig, progress: bool) -> float:
         """A stage before the selected one (see :meth:`fit`): ``epochs`` epochs on ``posts``, the last kept,
-        val never read; then the seed is set again. Returns its seconds (0 when ``epochs`` is 0)."""
-        if not epochs:
+        val never read; then the seed is set again. Returns its seconds (0: nothing done, no posts or epochs)."""
+        if not posts or not epochs:
             return 0.0
         self._prepare(posts)
         numbers = iter(range(1, epochs + 1))
