@@ -120,6 +120,7 @@ class Extractor(ABC):
 
         With ``config.text_only_epochs`` the network then trains that many epochs on ``train`` read as
         text alone (no image description, no knowledge), keeping the last, before the full input.
+        After either stage the pretrained weights learn at ``config.warm_learning_rate`` when it is set.
 
         >>> model = SpanPairExtractor()  # doctest: +SKIP
         >>> report = model.fit(train, val, scorer=kecpm.eval.make_scorer(mode="paper"))  # doctest: +SKIP
@@ -148,12 +149,14 @@ class Extractor(ABC):
                 else []
             )
             text_seconds = self._fit_stage(text_only, config.text_only_epochs, config, progress)
+            warm = (pseudo_seconds or text_seconds) and config.warm_learning_rate is not None
+            selected = config.model_copy(update={"learning_rate": config.warm_learning_rate}) if warm else config
             examples = self._examples(train)
             report = train_with_early_stopping(
                 self._network(),
                 examples,
                 loss=self._loss,
-                parameter_groups=self._parameter_groups(config),
+                parameter_groups=self._parameter_groups(selected),
                 validate=lambda: scorer(val, self.predict(val, batch_size=config.eval_batch_size)),
                 config=config,
                 on_best=on_best,

@@ -82,6 +82,13 @@ class TrainConfig(BaseModel):
         "the full input: the network learns to read the post first, so the longer input is added to a reader "
         "that already works; their last epoch is kept, val selects nothing there (0: off)",
     )
+    warm_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="learning rate of the pretrained weights in the val-selected stage when a text-only or "
+        "pseudo-label stage came before it, so that stage adjusts a reader that already works rather than "
+        "retraining it (None: learning_rate)",
+    )
     return_freed_memory: bool = Field(
         default=True,
         description="glibc, while training: serve blocks >= 1 MiB by mmap so freed ones leave the process "

@@ -65,3 +65,52 @@ def test_text_only_epochs_train_on_the_posts_text_alone_then_on_the_full_input(
 def test_text_only_epochs_are_never_negative():
     with pytest.raises(ValueError, match="text_only_epochs"):
         TrainConfig(text_only_epochs=-1)
+
+
+def test_warm_learning_rate_applies_to_the_selected_stage_after_an_earlier_one(tiny_encoder, synthetic_split, scorer):
+    import torch
+
+    train, val = (_with_image(posts) for posts in synthetic_split)
+    config = TrainConfig(
+        epochs=2, head_learning_rate=3e-3, text_only_epochs=1, warm_learning_rate=1e-5, return_freed_memory=False
+    )
+
+    def same(a, b) -> bool:
+        other = b.network.state_dict()
+        return all(torch.equal(v, other[k]) for k, v in a.network.state_dict().items())
+
+    model = _model(tiny_encoder)
+    model.fit(train, val, scorer=scorer, config=config, progress=False)
+    stripped = [p.model_copy(update={"image_descriptions": [], "knowledge": []}) for p in train]
+    # the text-only epoch at learning_rate, then the selected stage at warm_learning_rate
+    first = _model(tiny_encoder)
+    first.fit(
+        stripped,
+        val,
+        scorer=lambda gold, predicted: 1.0,
+        config=config.model_copy(update={"epochs": 1, "text_only_epochs": 0}),
+        progress=False,
+    )
+    first.fit(
+        train,
+        val,
+        scorer=scorer,
+        config=config.model_copy(update={"text_only_epochs": 0, "learning_rate": 1e-5}),
+        progress=False,
+    )
+    assert same(model, first)
+    # the stages at learning_rate throughout differ
+    assert not same(model, _two_fits(_model(tiny_encoder), stripped, train, val, scorer, config))
+
+    # with no earlier stage the option changes nothing
+    alone = _model(tiny_encoder)
+    alone.fit(train, val, scorer=scorer, config=config.model_copy(update={"text_only_epochs": 0}), progress=False)
+    plain = _model(tiny_encoder)
+    plain.fit(
+        train,
+        val,
+        scorer=scorer,
+        config=config.model_copy(update={"text_only_epochs": 0, "warm_learning_rate": None}),
+        progress=False,
+    )
+    assert same(alone, plain)
