@@ -13,16 +13,18 @@ all of val; the halves choose among the epochs it ran.)
 
 Options: ``--seeds 17 67 97``, ``--presets only_text imagecap_know imagecap`` (also ``know``, and
 ``llm_know`` with ``--knowledge-dir DIR``: a folder of ``seed_N/{train,val}_ofa_knowledge.json`` exported
-by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--epochs 20``, ``--set key=value``
-(a SpanPairConfig or TrainConfig field; ``--set seed=N`` trains with seed N instead of the data seed),
-``--threads 1``, ``--save DIR`` (keep each run's models in ``DIR/PRESET_seedN/{full,half0,half1}``:
+by the knowledge agent, whose knowledge replaces the ChatGPT one), ``--knowledge-filter naming_post``
+(only the knowledge sentences sharing a word with the post, ``InputParts.knowledge_filter``), ``--epochs 20``,
+``--set key=value`` (a SpanPairConfig or TrainConfig field; ``--set seed=N`` trains with seed N instead of the
+data seed), ``--threads 1``, ``--save DIR`` (keep each run's models in ``DIR/PRESET_seedN/{full,half0,half1}``:
 selected on all of val and on each half, for ``benchmarks/extractor_decoding.py``), ``--pretrain-dir DIR``
 (self-training, ``fit(pseudo=...)``: first train ``--pretrain-epochs`` epochs on ``DIR/seed_N/pseudo.json``,
 written by ``benchmarks/pseudo_labels.py``, without selection, then on the gold posts as usual; not the
 paper's protocol; ``--set text_only_epochs=N`` is the labels-only warm start: N epochs on the training
 posts' text alone before the full input). "Minutes to best val" counts every stage before the selected one.
 Results are appended to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already
-there with the same epochs, overrides, ``--knowledge-sentences``, ``--knowledge-dir`` and pretraining), and
+there with the same epochs, overrides, ``--knowledge-sentences``, ``--knowledge-filter``, ``--knowledge-dir`` and
+pretraining), and
 ``OUT/table.md`` is rewritten after each one.
 ``--baseline RUNS.jsonl...`` (``--baseline-preset P``) also prints each preset's gain over other studies' runs.
 """
@@ -154,6 +156,7 @@ def run_key(preset: str, args: argparse.Namespace, overrides: dict) -> dict:
         "epochs": args.epochs,
         "overrides": overrides,
         "knowledge_sentences": args.knowledge_sentences,
+        **({"knowledge_filter": args.knowledge_filter} if args.knowledge_filter != "all" else {}),
         "knowledge_dir": str(knowledge_dir.resolve()) if knowledge_dir is not None else None,
         "pretrain_dir": str(args.pretrain_dir.resolve()) if args.pretrain_dir is not None else None,
         "pretrain_epochs": args.pretrain_epochs if args.pretrain_dir is not None else None,
@@ -178,6 +181,7 @@ def run_one(data: Path, seed: int, preset: str, args: argparse.Namespace, overri
     parts = InputParts.preset("imagecap_know" if preset == "llm_know" else preset)
     if args.knowledge_sentences:
         parts = parts.model_copy(update={"knowledge_sentences": args.knowledge_sentences})
+    parts = parts.model_copy(update={"knowledge_filter": args.knowledge_filter})
     train = load_posts(data, seed, "train", knowledge_dir)
     val = load_posts(data, seed, "val", knowledge_dir)
     model_fields = {k: v for k, v in overrides.items() if k in SpanPairConfig.model_fields}
@@ -251,6 +255,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--knowledge-sentences", type=int, default=None)
     parser.add_argument("--knowledge-dir", type=Path, default=None)
+    parser.add_argument("--knowledge-filter", choices=["all", "naming_post"], default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--save", type=Path, default=None, help="save each run's models under DIR (see doc)")
@@ -320,7 +325,7 @@ def write_table(args: argparse.Namespace, overrides: dict[str, Any], runs: list[
     header = (
         f"Span-pair extractor ({encoder}), val of the KECPM few-shot seeds, {args.epochs} epochs "
         f"max, early stopping on val paper micro-F1; overrides {overrides or 'none'}; knowledge sentences "
-        f"{args.knowledge_sentences or 'all'}; knowledge dir {args.knowledge_dir or 'none'}; "
+        f"{args.knowledge_sentences or 'all'} ({args.knowledge_filter}); knowledge dir {args.knowledge_dir or 'none'}; "
         f"pretraining on pseudo-labels {pretraining}. Each cell: "
         "plain val (epoch selected on all of val) / split-val (epoch selected on one half of val, that half "
         "scored with the other's choice, both pooled); mean ± std over seeds.\n\n"

@@ -162,6 +162,9 @@ def train(
         str, typer.Option(help="what the model reads: imagecap_know, imagecap, know or only_text")
     ] = "imagecap_know",
     knowledge_sentences: Annotated[int | None, typer.Option(help="use the first N knowledge sentences")] = None,
+    knowledge_filter: Annotated[
+        str, typer.Option(help="all, or naming_post: only the knowledge sentences sharing a word with the post")
+    ] = "all",
     train_knowledge: Annotated[
         Path | None, typer.Option(help="a KECPM file whose knowledge replaces the training posts'")
     ] = None,
@@ -207,9 +210,13 @@ def train(
     from kecpm.predictions import write_predictions
     from kecpm.prompts import load_template
 
-    parts = InputParts.preset(inputs)
+    chosen = {"knowledge_filter": knowledge_filter}
     if knowledge_sentences is not None:
-        parts = parts.model_copy(update={"knowledge_sentences": knowledge_sentences})
+        chosen["knowledge_sentences"] = knowledge_sentences
+    try:  # validated, so that a bad preset, count or filter is named before training starts
+        parts = InputParts.model_validate({**InputParts.preset(inputs).model_dump(), **chosen})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     train_posts = _load_posts(train_path, train_knowledge)
     val_posts = _load_posts(val_path, val_knowledge)
     pseudo_posts = _load_posts(pseudo_path) if pseudo_path is not None else []

@@ -58,11 +58,22 @@ AXES: dict[str, str] = {
     "parts": "parts",
     "input_template": "input_template",
     "knowledge_sentences": "knowledge_sentences",
+    "knowledge_filter": "knowledge_filter",
 }
 """Axis aliases -> the setting they change (a dotted path into the run's settings)."""
 
 # Settings an axis may change: the pipeline's, and the run's that do not change the data or the seeds.
-_AXIS_ROOTS = ("pipeline", "knowledge", "pool", "parts", "input_template", "knowledge_sentences", "epochs", "patience")
+_AXIS_ROOTS = (
+    "pipeline",
+    "knowledge",
+    "pool",
+    "parts",
+    "input_template",
+    "knowledge_sentences",
+    "knowledge_filter",
+    "epochs",
+    "patience",
+)
 _TEMPLATE_STAGES = ("generate", "critique", "revise")
 
 
@@ -95,6 +106,7 @@ class Grid(BaseModel):
     parts: str = "imagecap_know"
     input_template: str = "extract_input@v1"
     knowledge_sentences: int | None = Field(default=None, ge=1)
+    knowledge_filter: Literal["all", "naming_post"] = "all"
     pipeline: dict[str, Any] = Field(default_factory=dict, description="the base PipelineConfig (llm, selection, ...)")
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     source: Path | None = Field(default=None, exclude=True, description="the file it was read from")
@@ -182,6 +194,7 @@ class Grid(BaseModel):
             "parts": self.parts,
             "input_template": self.input_template,
             "knowledge_sentences": self.knowledge_sentences,
+            "knowledge_filter": self.knowledge_filter,
             "epochs": self.epochs,
             "patience": self.patience,
             "pipeline": copy.deepcopy(self.pipeline),

@@ -14,9 +14,10 @@ is cut token by token from its end (and dropped when nothing is left). Every suc
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -34,11 +35,20 @@ __all__ = [
     "InputParts",
     "InputTooLong",
     "Segment",
+    "sentences_naming_post",
 ]
 
 DEFAULT_TEMPLATE = "extract_input@v1"
 _PLACEHOLDERS = ("text", "image_description", "knowledge")
 _SENTINEL = "\x00TEXT\x00"
+_WORD = re.compile(r"\w+")
+# English function words of three letters or more: sharing one of these with the post does not make a
+# knowledge sentence about the post.
+_FUNCTION_WORDS = frozenset(
+    "the and for with from that this these those are was were been being has have had not but its his her hers "
+    "their they them our your you she him who whom what which when where why how all any can will would should "
+    "could may might must into onto over under about after before than then there here also just via per".split()
+)
 
 
 class InputParts(BaseModel):
@@ -55,6 +65,11 @@ class InputParts(BaseModel):
     image_description: bool = True
     knowledge: bool = True
     knowledge_sentences: int | None = Field(default=None, ge=1, description="the first N sentences; None: all")
+    knowledge_filter: Literal["all", "naming_post"] = Field(
+        default="all",
+        description="'naming_post': only the sentences sharing a word (3+ letters, not a function word) with the "
+        "post's text, before knowledge_sentences counts them",
+    )
 
     @classmethod
     def preset(cls, name: str) -> InputParts:
@@ -154,6 +169,8 @@ class InputAssembler:
     def assemble(self, post: Post, *, knowledge_limit: int | None = None) -> AssembledInput:
         """The post's segments with every enabled part, the first ``knowledge_limit`` sentences at most."""
         sentences = [s.strip() for s in post.knowledge if s.strip()] if self.parts.knowledge else []
+        if self.parts.knowledge_filter == "naming_post":
+            sentences = sentences_naming_post(sentences, post.tokens)
         if self.parts.knowledge_sentences is not None:
             sentences = sentences[: self.parts.knowledge_sentences]
         if knowledge_limit is not None:
@@ -224,6 +241,18 @@ class InputAssembler:
         if cut_any:
             self.stats["posts with context cut"] += 1
         return assembled
+
+
+def sentences_naming_post(sentences: Sequence[str], tokens: Sequence[str]) -> list[str]:
+    """The sentences that share a word with the post: what a weak LLM writes about names that are not in the
+    post (hallucinated people, places) cannot point the extractor at a span, only away from one.
+
+    >>> sentences_naming_post(["Fairport is a town in New York.", "Gion is in Japan."], ["Fairport", ",", "NY"])
+    ['Fairport is a town in New York.']
+    """
+    post_words = {w for token in tokens for w in _WORD.findall(token.lower())}
+    post_words = {w for w in post_words if len(w) >= 3 and w not in _FUNCTION_WORDS}
+    return [s for s in sentences if not post_words.isdisjoint(_WORD.findall(s.lower()))]
 
 
 def _fields(content: str) -> list[str]:

@@ -27,6 +27,7 @@ def _inputs(card: CheckpointCard, max_length: int | None) -> dict[str, Any]:
         "image_description": parts.image_description,
         "knowledge": parts.knowledge,
         "knowledge_sentences": parts.knowledge_sentences,
+        "knowledge_filter": parts.knowledge_filter,
         "max_length": max_length,
     }
 
@@ -64,6 +65,8 @@ def _text(card: CheckpointCard, meta: dict[str, Any]) -> str:
         knowledge = (
             "all sentences" if inputs["knowledge_sentences"] is None else f"first {inputs['knowledge_sentences']}"
         )
+        if inputs["knowledge_filter"] == "naming_post":
+            knowledge += ", of those sharing a word with the post"
     lines = [
         f"# kecpm extractor ({card.family})",
         "",

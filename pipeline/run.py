@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     parts: str = Field(default="imagecap_know", description="extractor input preset")
     input_template: str = Field(default="extract_input@v1", description="extractor input template (name@vN)")
     knowledge_sentences: int | None = Field(default=None, ge=1, description="knowledge sentences the extractor reads")
+    knowledge_filter: Literal["all", "naming_post"] = Field(
+        default="all", description="which knowledge sentences the extractor reads (extractor.InputParts)"
+    )
     epochs: int = Field(default=30, ge=1)
     patience: int = Field(default=6, ge=1)
     seed: int = 17
@@ -358,6 +361,7 @@ class _Run:
             [p.model_dump(mode="json") for p in val],
             config.parts,
             config.knowledge_sentences,
+            config.knowledge_filter,
             config.input_template,
             # the model's and training's defaults: a kecpm that changes them trains again
             SpanPairConfig().model_dump(mode="json"),
@@ -366,7 +370,7 @@ class _Run:
 
         def fit_into(folder: Path) -> dict[str, Any]:
             parts = InputParts.preset(config.parts).model_copy(
-                update={"knowledge_sentences": config.knowledge_sentences}
+                update={"knowledge_sentences": config.knowledge_sentences, "knowledge_filter": config.knowledge_filter}
             )
             template = load_template(config.input_template, search_dirs=self.pipeline.template_dirs)
             model = SpanPairExtractor(parts=parts, template=template)

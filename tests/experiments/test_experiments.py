@@ -54,14 +54,22 @@ def test_cells_are_the_product_of_the_axes_with_aliases_tables_and_template_shor
 
 
 def test_extractor_and_dotted_axes_reach_the_run_settings():
-    grid = Grid(axes={"knowledge_sentences": [1], "parts": ["know"], "pipeline.llm.temperature": [0.7]})
-    config = grid.run_config(grid.cells()[0], 5, out=Path("x"))
-    assert (config.knowledge_sentences, config.parts, config.pipeline.llm.temperature, config.seed) == (
-        1,
-        "know",
-        0.7,
-        5,
+    grid = Grid(
+        axes={
+            "knowledge_sentences": [1],
+            "knowledge_filter": ["naming_post"],
+            "parts": ["know"],
+            "pipeline.llm.temperature": [0.7],
+        }
     )
+    config = grid.run_config(grid.cells()[0], 5, out=Path("x"))
+    assert (
+        config.knowledge_sentences,
+        config.knowledge_filter,
+        config.parts,
+        config.pipeline.llm.temperature,
+        config.seed,
+    ) == (1, "naming_post", "know", 0.7, 5)
 
 
 def test_bad_grids_fail_before_any_work(tmp_path):

@@ -81,6 +81,7 @@ def test_the_model_card_gives_data_hashes_inputs_val_scores_and_the_kecpm_versio
         "image_description": True,
         "knowledge": True,
         "knowledge_sentences": None,
+        "knowledge_filter": "all",
         "max_length": 96,
     }
     assert meta["training_data"]["train"]["sha256"] == DataSummary.of(train).sha256

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from kecpm.cli import app
@@ -31,12 +32,29 @@ def test_train_then_predict(split_dir, tiny_encoder, tmp_path):
     out = tmp_path / "model"
     result = runner.invoke(
         app,
-        _train_tiny(split_dir, tiny_encoder, out, "--inputs", "know", "--knowledge-sentences", "1", "--epochs", "2"),
+        _train_tiny(
+            split_dir,
+            tiny_encoder,
+            out,
+            "--inputs",
+            "know",
+            "--knowledge-sentences",
+            "1",
+            "--knowledge-filter",
+            "naming_post",
+            "--epochs",
+            "2",
+        ),
     )
     assert result.exit_code == 0, result.output
     assert "best val micro_f1" in result.output
     card = json.loads((out / "config.json").read_text())
-    assert card["parts"] == {"image_description": False, "knowledge": True, "knowledge_sentences": 1}
+    assert card["parts"] == {
+        "image_description": False,
+        "knowledge": True,
+        "knowledge_sentences": 1,
+        "knowledge_filter": "naming_post",
+    }
     assert card["config"]["hidden_size"] == 32
     assert card["train_config"]["return_freed_memory"] is False
     val = load_split(split_dir, "val")
@@ -194,3 +212,18 @@ def test_pseudo_label_names_a_missing_teacher(split_dir, tmp_path):
         app, ["pseudo-label", "--model", str(missing), "--texts", str(split_dir / "val.json"), "--out", "o"]
     )
     assert result.exit_code != 0 and f"{missing}: no such model directory" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [("--knowledge-filter", "relevant", "knowledge_filter"), ("--knowledge-sentences", "0", "knowledge_sentences")],
+)
+def test_bad_input_options_are_named_before_training(split_dir, tmp_path, option, value, named):
+    result = CliRunner().invoke(
+        app,
+        ["train", "--train", str(split_dir / "train.json"), "--val", str(split_dir / "val.json"),
+         "--out", str(tmp_path / "m"), option, value],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not (tmp_path / "m").exists()

@@ -76,6 +76,40 @@ def test_knowledge_sentences_and_empty_parts():
     assert bare.render() == "Ann Lee visits Port Avery"
 
 
+def test_the_naming_post_filter_keeps_the_sentences_that_share_a_word_with_the_post():
+    post = Post(
+        id="p1",
+        text="RT @annlee : Port Avery #sunset",
+        knowledge=[
+            "Gion is a district of Kyoto.",  # names nothing of the post
+            "The sun sets over the sea.",  # shares only a function word ("the") and no word of the post
+            "Port avery is a town.",  # case does not matter
+            "annlee is a singer's handle.",  # a handle's word, without its "@"
+            "Sunset photos are popular.",  # a hashtag's word
+            "It is in the US.",
+        ],
+    )
+    parts = InputParts(knowledge_filter="naming_post", knowledge_sentences=2)
+    assembled = InputAssembler(parts=parts).assemble(post)
+    # filtered first, then counted: the first two sentences that name the post
+    assert assembled.context[-1] == "knowledge: Port avery is a town. annlee is a singer's handle."
+    assert assembled.knowledge_used == 2
+    unfiltered = InputAssembler(parts=InputParts(knowledge_sentences=2)).assemble(post)
+    assert unfiltered.context[-1] == "knowledge: Gion is a district of Kyoto. The sun sets over the sea."
+
+
+def test_knowledge_naming_nothing_of_the_post_leaves_no_knowledge_segment():
+    post = _post(knowledge=["Gion is a district of Kyoto.", "It is old."])
+    assembled = InputAssembler(parts=InputParts(knowledge_filter="naming_post")).assemble(post)
+    assert assembled.context == ("image: a woman on a pier",)
+    assert assembled.knowledge_used == 0
+
+
+def test_an_unknown_knowledge_filter_is_refused():
+    with pytest.raises(ValueError, match="knowledge_filter"):
+        InputParts(knowledge_filter="relevant")
+
+
 def test_truncation_drops_knowledge_sentences_first_then_cuts_context():
     assembler = InputAssembler()
     post = _post()
