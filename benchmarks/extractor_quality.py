@@ -24,8 +24,7 @@ paper's protocol; ``--set text_only_epochs=N`` is the labels-only warm start: N 
 posts' text alone before the full input). "Minutes to best val" counts every stage before the selected one.
 Results are appended to ``OUT/runs.jsonl`` as each run ends (a rerun skips the runs already
 there with the same epochs, overrides, ``--knowledge-sentences``, ``--knowledge-filter``, ``--knowledge-dir`` and
-pretraining), and
-``OUT/table.md`` is rewritten after each one.
+pretraining), and ``OUT/table.md`` is rewritten after each one.
 ``--baseline RUNS.jsonl...`` (``--baseline-preset P``) also prints each preset's gain over other studies' runs.
 """
 
