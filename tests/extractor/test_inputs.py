@@ -89,6 +89,10 @@ def test_the_naming_post_filter_keeps_the_sentences_that_share_a_word_with_the_p
             "It is in the US.",
         ],
     )
+    kept = InputAssembler(parts=InputParts(knowledge_filter="naming_post")).assemble(post)
+    assert kept.context[-1] == (
+        "knowledge: Port avery is a town. annlee is a singer's handle. Sunset photos are popular."
+    )
     parts = InputParts(knowledge_filter="naming_post", knowledge_sentences=2)
     assembled = InputAssembler(parts=parts).assemble(post)
     # filtered first, then counted: the first two sentences that name the post
