@@ -64,6 +64,11 @@ class SpanPairConfig(BaseModel):
         description="add to each span the shapes (case, @handle, # hashtag, digits, punctuation) of its first "
         "and last words and of the words around it: the uncased encoder cannot see them (val: +6.0 text only)",
     )
+    mention_shapes: bool = Field(
+        default=False,
+        description="add to each span how the context writes it: not at all, in lower case, with a capital, or "
+        "opening a sentence (the knowledge is about it); the uncased encoder sees neither case nor that",
+    )
     dropout: float = 0.2
     knowledge_dropout: float = Field(
         default=0.0,

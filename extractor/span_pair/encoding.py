@@ -3,7 +3,8 @@
 A post is read as ``[CLS] post [SEP] context [SEP] ...`` (the template's segments); its spans are every
 run of up to ``max_span_width`` post words. With ``context_mentions`` each span also gets its first
 whole-word mention in the context (image description, knowledge), with ``context_comentions`` a bit per
-context sentence that mentions it: :class:`ContextIndex` finds them.
+context sentence that mentions it, with ``mention_shapes`` how the context writes it (see
+:data:`MENTION_SHAPES`): :class:`ContextIndex` finds them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...labels import ENTITY_TYPES, RELATIONS
 from ...records import Post
@@ -22,10 +23,12 @@ from .config import SpanPairConfig
 
 __all__ = [
     "DISTANCE_BUCKETS",
+    "MENTION_SHAPES",
     "SHAPES",
     "ContextIndex",
     "EncodedPost",
     "InputEncoder",
+    "Mention",
     "distance",
     "overlap",
     "pair_rows",
@@ -42,6 +45,11 @@ SHAPES = (
     "number", "alnum", "punct", "url", "other",
 )  # fmt: skip
 _SHAPE = {name: k for k, name in enumerate(SHAPES)}
+
+# How the context writes a span, strongest first wins over all its mentions: a knowledge sentence that
+# opens with it is about it ("Chicago is a city ..."), and a capital there marks a name even where the post
+# writes it in lower case; the uncased encoder sees neither.
+MENTION_SHAPES = ("none", "lower", "capitalized", "sentence_start")
 _URL = re.compile(r"(?:https?://|www\.)", re.IGNORECASE)
 _TEXT_CACHE_SIZE = 4096
 
@@ -82,6 +90,7 @@ class EncodedPost:
     shapes: list[tuple[int, int, int, int]]  # per span with word_shapes: first, last, previous, next word
     mentions: list[tuple[int, int]]  # per span, its first mention's token range in ids; (0, 0): none
     sentence_sets: list[int]  # per span, a bit per context sentence that mentions it
+    mention_shapes: list[int]  # per span with mention_shapes: its index in MENTION_SHAPES
     sentences: list[tuple[int, int]]  # each context sentence's token range in ids
     span_labels: list[int]
     pairs: dict[tuple[int, int], int]  # (head span index, tail span index) -> relation id
@@ -195,11 +204,13 @@ class InputEncoder:
             type_ids += [segment_type] * (len(ids) - len(type_ids))
         n = len(assembled.words)
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
-        wanted = self.config.context_mentions or self.config.context_comentions
+        config = self.config
+        wanted = config.context_mentions or config.context_comentions or config.mention_shapes
         context_index = ContextIndex(contexts if wanted else [])
         found = context_index.span_mentions(assembled.words, spans) if wanted else []
-        mentions = [first for first, _ in found] if self.config.context_mentions else []
-        sentence_sets = [bits for _, bits in found] if self.config.context_comentions else []
+        mentions = [m.first for m in found] if config.context_mentions else []
+        sentence_sets = [m.sentences for m in found] if config.context_comentions else []
+        mention_shapes = [m.shape for m in found] if config.mention_shapes else []
         shapes = span_shapes(assembled.words, spans) if self.config.word_shapes else []
         labels, pairs = self._labels(post, spans) if with_labels else ([0] * len(spans), {})
         return EncodedPost(
@@ -211,6 +222,7 @@ class InputEncoder:
             shapes,
             mentions,
             sentence_sets,
+            mention_shapes,
             context_index.sentences,
             labels,
             pairs,
@@ -246,7 +258,7 @@ class InputEncoder:
         mask = torch.zeros((len(examples), length), dtype=torch.long)
         types = torch.zeros((len(examples), length), dtype=torch.long)
         batch, first, last, width, labels, offsets = [], [], [], [], [], []
-        mention_start, mention_end, shapes = [], [], []
+        mention_start, mention_end, shapes, mention_shapes = [], [], [], []
         isolated: list[tuple[int, int]] = []
         for b, e in enumerate(examples):
             ids[b, : len(e.ids)] = torch.tensor(e.ids)
@@ -263,6 +275,7 @@ class InputEncoder:
             mention_start += [m[0] for m in e.mentions]
             mention_end += [m[1] for m in e.mentions]
             shapes += e.shapes
+            mention_shapes += e.mention_shapes
             labels += e.span_labels
         return {
             "ids": ids,
@@ -276,6 +289,7 @@ class InputEncoder:
             "mention_start": torch.tensor(mention_start, dtype=torch.long),
             "mention_end": torch.tensor(mention_end, dtype=torch.long),
             "shapes": torch.tensor(shapes, dtype=torch.long).reshape(-1, 4),
+            "mention_shapes": torch.tensor(mention_shapes, dtype=torch.long),
             "offsets": offsets,
         }
 
@@ -345,25 +359,38 @@ def distance(head: tuple[int, int], tail: tuple[int, int]) -> int:
     return bucket + (len(DISTANCE_BUCKETS) if tail[0] < head[0] else 0)
 
 
+class Mention(NamedTuple):
+    """Where the context names a span: its first whole-word mention's token range (``(0, 0)``: none), a bit
+    per context sentence that names it, and the strongest of its :data:`MENTION_SHAPES`."""
+
+    first: tuple[int, int]
+    sentences: int
+    shape: int
+
+
+_NOT_MENTIONED = Mention((0, 0), 0, 0)
+
+
 class ContextIndex:
     """A post's context segments split into sentences, to find where a span's words are mentioned."""
 
     def __init__(self, contexts: Sequence[tuple[str, int, Sequence[tuple[int, int]]]]) -> None:
-        self.contexts = [(_fold(text), first_token, _TokenOffsets(offsets)) for text, first_token, offsets in contexts]
+        # (folded text, as written, first token, offsets): found case-blind, shaped as written
+        self.contexts = [
+            (_fold(text), text, first_token, _TokenOffsets(offsets)) for text, first_token, offsets in contexts
+        ]
         self.sentences: list[tuple[int, int]] = []  # token ranges in the whole input
-        self._bounds: list[list[tuple[int, int]]] = []  # per context: (char end, sentence id), in order
-        for text, first_token, offsets in self.contexts:
+        self._bounds: list[list[tuple[int, int, int]]] = []  # per context: (char end, sentence id, char start)
+        for text, _, first_token, offsets in self.contexts:
             bounds = []
             for match in _SENTENCE.finditer(text):
                 tokens = offsets.overlapping(match.start(), match.end())
                 if tokens:
-                    bounds.append((match.end(), len(self.sentences)))
+                    bounds.append((match.end(), len(self.sentences), match.start()))
                     self.sentences.append((first_token + tokens[0], first_token + tokens[-1] + 1))
             self._bounds.append(bounds)
 
-    def span_mentions(
-        self, words: Sequence[str], spans: Sequence[tuple[int, int]]
-    ) -> list[tuple[tuple[int, int], int]]:
+    def span_mentions(self, words: Sequence[str], spans: Sequence[tuple[int, int]]) -> list[Mention]:
         """:meth:`mentions` of each span's words. A span that extends one whose text is nowhere in the
         context is not looked for (its text is not there either): most spans of a post are skipped so."""
         absent: dict[int, str] = {}  # first word -> the folded text of a span from it that is not there
@@ -375,38 +402,52 @@ class ContextIndex:
             needle = " ".join(folded[i:j]) if keeps_length else _fold(" ".join(words[i:j]))
             missing = absent.get(i)
             if missing is not None and needle.startswith(missing):
-                found.append(((0, 0), 0))
+                found.append(_NOT_MENTIONED)
                 continue
-            if not any(needle in haystack for haystack, _, _ in self.contexts):
+            if not any(needle in haystack for haystack, _, _, _ in self.contexts):
                 absent[i] = needle
-                found.append(((0, 0), 0))
+                found.append(_NOT_MENTIONED)
                 continue
             found.append(self.mentions(" ".join(words[i:j])))
         return found
 
-    def mentions(self, surface: str) -> tuple[tuple[int, int], int]:
-        """The token range of the first whole-word, case-blind mention of ``surface`` (``(0, 0)``: none;
-        a span without a letter or digit is never mentioned) and a bit per sentence that mentions it."""
+    def mentions(self, surface: str) -> Mention:
+        """The first whole-word, case-blind mention of ``surface``, the sentences that mention it and how
+        they write it (a span without a letter or digit is never mentioned)."""
         needle = _fold(surface)
-        first, bits = (0, 0), 0
+        first, bits, shape = (0, 0), 0, 0
         if not any(c.isalnum() for c in needle):
-            return first, bits
-        for (haystack, first_token, offsets), bounds in zip(self.contexts, self._bounds, strict=True):
+            return _NOT_MENTIONED
+        for (haystack, written, first_token, offsets), bounds in zip(self.contexts, self._bounds, strict=True):
             at = haystack.find(needle)
             while at != -1:
                 end = at + len(needle)
                 if (at == 0 or not haystack[at - 1].isalnum()) and (
                     end == len(haystack) or not haystack[end].isalnum()
                 ):
-                    if first == (0, 0):  # later mentions only add their sentence
+                    if first == (0, 0):  # later mentions only add their sentence and shape
                         tokens = offsets.overlapping(at, end)
                         if tokens:
                             first = (first_token + tokens[0], first_token + tokens[-1] + 1)
-                    sentence = next((i for bound, i in bounds if at < bound), None)
+                    sentence = next(((i, start) for bound, i, start in bounds if at < bound), None)
+                    opens = False
                     if sentence is not None:
-                        bits |= 1 << sentence
+                        bits |= 1 << sentence[0]
+                        opens = _OPENING.fullmatch(written, sentence[1], at) is not None
+                    shape = max(shape, _MENTION_SHAPE["sentence_start"] if opens else _written_shape(written[at:end]))
                 at = haystack.find(needle, at + 1)
-        return first, bits
+        return Mention(first, bits, shape)
+
+
+def _written_shape(mention: str) -> int:
+    """``capitalized`` if the mention's first letter is a capital, else ``lower``."""
+    letter = next((c for c in mention if c.isalpha()), "")
+    return _MENTION_SHAPE["capitalized" if letter.isupper() else "lower"]
+
+
+# What may stand before a span that opens its sentence: a template label ("knowledge: ") and punctuation.
+_OPENING = re.compile(r"(?:[^\W\d_]+\s*:\s*)?[^\w]*")
+_MENTION_SHAPE = {name: k for k, name in enumerate(MENTION_SHAPES)}
 
 
 _SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s)|$)", re.DOTALL)

@@ -7,7 +7,10 @@ the span's first mention in the context (image description, knowledge) with a me
 knowledge names about 90 % of gold entities and about 12 % of all spans, and describes them there
 ("X is a professional wrestler"), which the span reads directly instead of through attention
 alone; with ``word_shapes`` (default) also the shapes of its edge words and their neighbours (case,
-@handle, # hashtag, digits), which the uncased encoder cannot see. Every ordered pair of candidate
+@handle, # hashtag, digits), which the uncased encoder cannot see; with ``mention_shapes`` how the context
+writes the span (not, in lower case, with a capital, or opening a sentence: in the authors' knowledge a
+capitalized span that opens a sentence is a gold entity 37 % of the time, one mentioned in lower case
+3 %), which it cannot see either. Every ordered pair of candidate
 spans is classified into no relation or one of the 21 relations from both span vectors, their product,
 [CLS], their distance and, with
 ``context_comentions`` (off by default: on val it did not beat ``context_mentions`` alone), the mean

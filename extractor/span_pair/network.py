@@ -12,14 +12,14 @@ from torch import nn
 
 from ...labels import ENTITY_TYPES, RELATIONS
 from .config import SpanPairConfig
-from .encoding import DISTANCE_BUCKETS, SHAPES
+from .encoding import DISTANCE_BUCKETS, MENTION_SHAPES, SHAPES
 
 __all__ = ["SpanPairNetwork"]
 
 
 class SpanPairNetwork(nn.Module):
-    """Span vectors (first and last subword, width, optionally the span's first context mention and the
-    shapes of its edge words and neighbours) are
+    """Span vectors (first and last subword, width, optionally the span's first context mention, the
+    shapes of its edge words and neighbours and how the context writes it) are
     classified into none or a type; pairs of projected span vectors (with their product, [CLS], their
     distance, optionally the first context sentence naming both) into no relation or a relation.
 
@@ -38,6 +38,8 @@ class SpanPairNetwork(nn.Module):
             self.mentioned = nn.Embedding(2, config.width_embedding)
         if config.word_shapes:
             span_size += 4 * config.width_embedding
+        if config.mention_shapes:
+            span_size += config.width_embedding
         self.width = nn.Embedding(config.max_span_width + 1, config.width_embedding)
         self.span_head = nn.Sequential(
             nn.Linear(span_size, config.hidden_size),
@@ -62,6 +64,8 @@ class SpanPairNetwork(nn.Module):
         # Created last, so the other layers start from the same weights with and without it.
         if config.word_shapes:
             self.shape = nn.Embedding(len(SHAPES), config.width_embedding)
+        if config.mention_shapes:
+            self.mention_shape = nn.Embedding(len(MENTION_SHAPES), config.width_embedding)
 
     def encode(self, ids: Any, mask: Any, type_ids: Any) -> Any:
         """The encoder's last hidden states of a padded batch."""
@@ -79,6 +83,8 @@ class SpanPairNetwork(nn.Module):
             parts += [range_mean(hidden, batch, start, end), self.mentioned((end > start).long())]
         if self.config.word_shapes:
             parts.append(self.shape(t["shapes"]).flatten(1))
+        if self.config.mention_shapes:
+            parts.append(self.mention_shape(t["mention_shapes"]))
         return torch.cat(parts, dim=-1)
 
     def pairs(self, span_vectors: Any, hidden: Any, p: dict[str, Any]) -> Any:

@@ -47,7 +47,7 @@ def test_relation_and_types_are_chosen_jointly_within_the_schema():
 
 def test_selection_keeps_one_direction_and_at_least_one_pair():
     post = Post(id="s1", text="Ann Lee joins Oakline FC")
-    encoded = EncodedPost([], [], [], [], [(0, 2), (3, 5)], [], [], [], [], [], {})
+    encoded = EncodedPost([], [], [], [], [(0, 2), (3, 5)], [], [], [], [], [], [], {})
     choice = choose_pairs(*_probabilities("member_of", "per", "org"), schema={}, type_constraints=False)[0]
     reverse = (0.6, *choice[1:])
     config = SpanPairConfig()
@@ -94,7 +94,7 @@ def test_one_type_per_entity_keeps_the_span_s_own_type():
 
 def test_text_order_relations_put_the_earlier_entity_first():
     post = Post(id="s2", text="Ann Lee and Bo Chen on stage")
-    encoded = EncodedPost([], [], [], [], [(0, 2), (3, 5)], [], [], [], [], [], {})
+    encoded = EncodedPost([], [], [], [], [(0, 2), (3, 5)], [], [], [], [], [], [], {})
     peer = choose_pairs(*_probabilities("peer", "per", "per"), schema={}, type_constraints=False)[0]
     member = choose_pairs(*_probabilities("member_of", "per", "org"), schema={}, type_constraints=False)[0]
     config = SpanPairConfig(text_order_relations=("peer",))

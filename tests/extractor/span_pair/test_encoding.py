@@ -5,6 +5,7 @@ import pytest
 from kecpm.extractor import InputAssembler, InputParts, SpanPairConfig
 from kecpm.extractor.span_pair.encoding import (
     DISTANCE_BUCKETS,
+    MENTION_SHAPES,
     SHAPES,
     InputEncoder,
     distance,
@@ -49,6 +50,24 @@ def test_a_span_reads_its_first_mention_in_the_context(minilm_tokenizer):
     assert set(_encoder(tokenizer).encode(bare, with_labels=False).mentions) == {(0, 0)}
     plain = _encoder(tokenizer, context_mentions=False, context_comentions=False).encode(_POST, with_labels=False)
     assert plain.mentions == [] and plain.sentence_sets == []
+
+
+def test_a_span_gets_how_the_context_writes_it(minilm_tokenizer):
+    post = Post(
+        id="m2",
+        text="the mayor of oakline fc met Alva at the stage",
+        image_descriptions=["two people on a stage"],
+        knowledge=['"Alva" is a singer.', "The club Oakline FC has a mayor.", "A stage is a platform.", "Oakline fc."],
+    )
+    encoded = _encoder(minilm_tokenizer, mention_shapes=True).encode(post, with_labels=False)
+    spans = [" ".join(post.tokens[i:j]) for i, j in encoded.spans]
+    shape = {span: MENTION_SHAPES[k] for span, k in zip(spans, encoded.mention_shapes, strict=True)}
+    assert shape["Alva"] == "sentence_start"  # opens a knowledge sentence (quotes and the "knowledge:" label skipped)
+    assert shape["oakline fc"] == "sentence_start"  # the strongest of its mentions: "Oakline FC", then "Oakline fc."
+    assert shape["oakline"] == "sentence_start" and shape["fc"] == "capitalized"
+    assert shape["mayor"] == "lower" and shape["stage"] == "lower"  # "A stage" does not open with it
+    assert shape["met"] == shape["mayor of"] == "none"
+    assert _encoder(minilm_tokenizer).encode(post, with_labels=False).mention_shapes == []  # off by default
 
 
 def test_a_pair_reads_the_first_context_sentence_that_names_both(minilm_tokenizer):
@@ -141,7 +160,7 @@ def test_span_mentions_skip_only_spans_that_cannot_be_there(minilm_tokenizer, wo
     expected = [index.mentions(" ".join(words[i:j])) for i, j in spans]  # every span looked for, the oracle
     assert index.span_mentions(words, spans) == expected
     assert index.span_mentions(words, spans[::-1]) == expected[::-1]  # whatever order the spans come in
-    assert any(first != (0, 0) for first, _ in expected)
+    assert any(m.first != (0, 0) for m in expected)
 
 
 def test_token_ranges_by_bisection_equal_a_scan_of_every_token():

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from kecpm.extractor import InputTooLong, SpanPairConfig, SpanPairExtractor, TrainConfig, load_extractor
+from kecpm.extractor.span_pair.encoding import MENTION_SHAPES
 from kecpm.predictions import read_predictions, write_predictions
 from kecpm.records import Post
 
@@ -124,6 +125,18 @@ def test_a_model_with_comentions_trains_saves_and_loads(tiny_encoder, synthetic_
     assert any(e.sentence_sets and any(e.sentence_sets) for e in model._examples(val[:4]))
     loaded = load_extractor(model.save(tmp_path / "comentions"))
     assert loaded.config.context_comentions is True
+    assert loaded.predict(val) == model.predict(val)
+
+
+def test_a_model_with_mention_shapes_trains_saves_and_loads(tiny_encoder, synthetic_split, scorer, tmp_path):
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, mention_shapes=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    assert model.network.state_dict()["mention_shape.weight"].shape == (len(MENTION_SHAPES), config.width_embedding)
+    assert any(any(e.mention_shapes) for e in model._examples(val[:4]))  # the synthetic knowledge names spans
+    loaded = load_extractor(model.save(tmp_path / "mention_shapes"))
+    assert loaded.config.mention_shapes is True
     assert loaded.predict(val) == model.predict(val)
 
 
