@@ -46,9 +46,9 @@ SHAPES = (
 )  # fmt: skip
 _SHAPE = {name: k for k, name in enumerate(SHAPES)}
 
-# How the context writes a span, strongest first wins over all its mentions: a knowledge sentence that
-# opens with it is about it ("Chicago is a city ..."), and a capital there marks a name even where the post
-# writes it in lower case; the uncased encoder sees neither.
+# How the context writes a span, weakest first; a span gets the strongest over all its mentions. A knowledge
+# sentence that opens with it is about it ("Chicago is a city ..."), and a capital there marks a name even
+# where the post writes it in lower case; the uncased encoder sees neither.
 MENTION_SHAPES = ("none", "lower", "capitalized", "sentence_start")
 _URL = re.compile(r"(?:https?://|www\.)", re.IGNORECASE)
 _TEXT_CACHE_SIZE = 4096
@@ -211,7 +211,7 @@ class InputEncoder:
         mentions = [m.first for m in found] if config.context_mentions else []
         sentence_sets = [m.sentences for m in found] if config.context_comentions else []
         mention_shapes = [m.shape for m in found] if config.mention_shapes else []
-        shapes = span_shapes(assembled.words, spans) if self.config.word_shapes else []
+        shapes = span_shapes(assembled.words, spans) if config.word_shapes else []
         labels, pairs = self._labels(post, spans) if with_labels else ([0] * len(spans), {})
         return EncodedPost(
             ids,
