@@ -206,7 +206,7 @@ class InputEncoder:
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
         config = self.config
         wanted = config.context_mentions or config.context_comentions or config.mention_shapes
-        context_index = ContextIndex(contexts if wanted else [])
+        context_index = ContextIndex(contexts if wanted else [], shapes=config.mention_shapes)
         found = context_index.span_mentions(assembled.words, spans) if wanted else []
         mentions = [m.first for m in found] if config.context_mentions else []
         sentence_sets = [m.sentences for m in found] if config.context_comentions else []
@@ -374,7 +374,8 @@ _NOT_MENTIONED = Mention((0, 0), 0, 0)
 class ContextIndex:
     """A post's context segments split into sentences, to find where a span's words are mentioned."""
 
-    def __init__(self, contexts: Sequence[tuple[str, int, Sequence[tuple[int, int]]]]) -> None:
+    def __init__(self, contexts: Sequence[tuple[str, int, Sequence[tuple[int, int]]]], *, shapes: bool = False) -> None:
+        self.shapes = shapes  # whether mentions() says how they are written (off, it leaves shape 0)
         # (folded text, as written, first token, offsets): found case-blind, shaped as written
         self.contexts = [
             (_fold(text), text, first_token, _TokenOffsets(offsets)) for text, first_token, offsets in contexts
@@ -412,8 +413,8 @@ class ContextIndex:
         return found
 
     def mentions(self, surface: str) -> Mention:
-        """The first whole-word, case-blind mention of ``surface``, the sentences that mention it and how
-        they write it (a span without a letter or digit is never mentioned)."""
+        """The first whole-word, case-blind mention of ``surface``, the sentences that mention it and, with
+        ``shapes``, how they write it (a span without a letter or digit is never mentioned)."""
         needle = _fold(surface)
         first, bits, shape = (0, 0), 0, 0
         if not any(c.isalnum() for c in needle):
@@ -430,11 +431,13 @@ class ContextIndex:
                         if tokens:
                             first = (first_token + tokens[0], first_token + tokens[-1] + 1)
                     sentence = next(((i, start) for bound, i, start in bounds if at < bound), None)
-                    opens = False
                     if sentence is not None:
                         bits |= 1 << sentence[0]
-                        opens = _OPENING.fullmatch(written, sentence[1], at) is not None
-                    shape = max(shape, _MENTION_SHAPE["sentence_start"] if opens else _written_shape(written[at:end]))
+                    if self.shapes:
+                        opens = sentence is not None and _OPENING.fullmatch(written, sentence[1], at) is not None
+                        shape = max(
+                            shape, _MENTION_SHAPE["sentence_start"] if opens else _written_shape(written[at:end])
+                        )
                 at = haystack.find(needle, at + 1)
         return Mention(first, bits, shape)
 

@@ -155,12 +155,12 @@ def test_span_mentions_skip_only_spans_that_cannot_be_there(minilm_tokenizer, wo
         ids, offsets = encoder._tokens(text)
         parts.append((text, start, offsets))
         start += len(ids) + 1
-    index = ContextIndex(parts)
+    index = ContextIndex(parts, shapes=True)
     spans = [(i, j) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
     expected = [index.mentions(" ".join(words[i:j])) for i, j in spans]  # every span looked for, the oracle
     assert index.span_mentions(words, spans) == expected
     assert index.span_mentions(words, spans[::-1]) == expected[::-1]  # whatever order the spans come in
-    assert any(m.first != (0, 0) for m in expected)
+    assert any(m.first != (0, 0) for m in expected) and any(m.shape for m in expected)
 
 
 def test_token_ranges_by_bisection_equal_a_scan_of_every_token():
