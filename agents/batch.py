@@ -23,7 +23,7 @@ from ..llm import ChatClient, EmbeddedServer, LLMCallError, LLMConfig, classify_
 from ..records import Demonstration, Post
 from .cache import KnowledgeCache
 from .knowledge import KnowledgeChain
-from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, SpendLimit, Usage
+from .schemas import BuildReport, KnowledgeFailure, KnowledgeResult, Reflection, SpendLimit, Usage
 from .spend import CacheHistory, DryRunCache, SpendEstimate, SpendEstimator, SpendGuard, counter_for
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class KnowledgeBuilder:
         model: BaseChatModel | None = None,
         cache: str | Path | KnowledgeCache | None = None,
         rounds: int = 1,
+        reflection: Reflection = "revise",
         concurrency: int = 8,
         retry: int | AsyncRetrying = 4,
         reasks: int = 1,
@@ -87,6 +88,7 @@ class KnowledgeBuilder:
         self.progress = progress
         self._chain_options: dict[str, Any] = {
             "rounds": rounds,
+            "reflection": reflection,
             "retry": retry,
             "reasks": reasks,
             "templates": templates,

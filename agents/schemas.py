@@ -18,6 +18,7 @@ __all__ = [
     "Knowledge",
     "KnowledgeFailure",
     "KnowledgeResult",
+    "Reflection",
     "SpendLimit",
     "SpendReport",
     "Stage",
@@ -30,6 +31,9 @@ __all__ = [
 Stage = Literal["generate", "critique", "revise"]
 STAGES: tuple[Stage, ...] = ("generate", "critique", "revise")
 Verdict = Literal["supported", "plausible", "unsupported"]
+Reflection = Literal["revise", "drop_unsupported"]
+"""What a reflection round does with its critique: ask the LLM for a revised knowledge, or drop the
+statements the critique marks unsupported (no further call)."""
 
 Statement = Annotated[str, Field(min_length=3, max_length=200)]
 

@@ -632,9 +632,11 @@ class SpendEstimator:
             name: self.counter.count(self._payloads[name](chain.messages(name, empty)))
             for name in ("critique", "revise")
         }
-        for later, number, likely in _later_calls(stage, round_, chain.rounds, self.history.accept_rate):
-            # Its prompt holds the answers before it: bounded by max_tokens each, expected at their means.
-            producer = "generate" if number == 1 else "revise"
+        revise = chain.reflection == "revise"
+        for later, number, likely in _later_calls(stage, round_, chain.rounds, self.history.accept_rate, revise=revise):
+            # Its prompt holds the answers before it: bounded by max_tokens each, expected at their means
+            # (when dropping, a later critique reads a part of what generate wrote).
+            producer = "generate" if number == 1 or not revise else "revise"
             if later == "critique":
                 most = base["critique"] + self.max_output_tokens
                 expected = base["critique"] + self._mean(producer)
@@ -678,17 +680,22 @@ def _cost(prices: tuple[float, float], input_tokens: float, output_tokens: float
     return (input_tokens * prices[0] + output_tokens * prices[1]) / 1e6
 
 
-def _later_calls(stage: str, round_: int, rounds: int, accept: float | None) -> list[tuple[Stage, int, float]]:
-    """The calls after an uncached one: ``(stage, round, probability)``; with no accept rate, all of them."""
+def _later_calls(
+    stage: str, round_: int, rounds: int, accept: float | None, *, revise: bool = True
+) -> list[tuple[Stage, int, float]]:
+    """The calls after an uncached one: ``(stage, round, probability)``; with no accept rate, all of them.
+    Without ``revise`` (``reflection="drop_unsupported"``) a round is its critique alone."""
     reject = 1.0 - (accept or 0.0)
     likely = 1.0
     calls: list[tuple[Stage, int, float]] = []
     start = round_ + 1 if stage != "generate" else 1
     if stage == "critique":
         likely *= reject
-        calls.append(("revise", round_, likely))
+        if revise:
+            calls.append(("revise", round_, likely))
     for number in range(start, rounds + 1):
         calls.append(("critique", number, likely))
         likely *= reject
-        calls.append(("revise", number, likely))
+        if revise:
+            calls.append(("revise", number, likely))
     return calls

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..agents.schemas import Reflection
 from ._output import console, err_console, print_error, print_table
 from ._spend import (
     EXIT_BUDGET,
@@ -75,6 +76,14 @@ def build(
         str, typer.Option("--api-key-env", help="The environment variable holding the API key.")
     ] = "KECPM_LLM_API_KEY",
     rounds: Annotated[int, typer.Option("--rounds", min=0, help="Critique/revise rounds (0: generate only).")] = 1,
+    reflection: Annotated[
+        Reflection,
+        typer.Option(
+            "--reflection",
+            help="What a round does with its critique: revise (another LLM call) or drop_unsupported "
+            "(keep the statements the critique does not mark unsupported).",
+        ),
+    ] = "revise",
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Posts in flight (default: 1 embedded, 16 remote).")
     ] = None,
@@ -162,6 +171,7 @@ def build(
         selection=SelectionConfig(k=max(k, 1)),
         llm=config,
         rounds=rounds,
+        reflection=reflection,
         concurrency=concurrency,
         retries=retries,
         templates=templates,

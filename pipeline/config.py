@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..agents import SpendLimit
+from ..agents import Reflection, SpendLimit
 from ..llm import LLMConfig
 from ..retrieval.config import SelectionConfig
 from ..settings_file import read_settings_file, resolve_path
@@ -76,6 +76,11 @@ class PipelineConfig(BaseSettings):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig.from_env)
     rounds: int = Field(default=1, ge=0, description="critique/revise rounds; 0 = generate only")
+    reflection: Reflection = Field(
+        default="revise",
+        description="what a round does with its critique: revise (an LLM call) or drop_unsupported (keep the "
+        "statements the critique does not mark unsupported)",
+    )
     concurrency: int | None = Field(
         default=None, ge=1, description="posts in flight in batch work (default: 1 embedded, 16 for an endpoint)"
     )

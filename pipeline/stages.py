@@ -98,6 +98,7 @@ def knowledge_builder(
         model=model,
         cache=cache if cache is not None else config.knowledge_cache,
         rounds=config.rounds,
+        reflection=config.reflection,
         concurrency=config.workers,
         retry=config.retries,
         templates=config.templates,

@@ -12,6 +12,7 @@ from kecpm.agents import (
     Knowledge,
     KnowledgeCache,
     KnowledgeChain,
+    checks_by_number,
     format_critique,
     format_demonstrations,
     prompt_variables,
@@ -87,6 +88,12 @@ def test_critique_is_shown_to_revise_statement_by_statement() -> None:
     assert "1. A is B.\n   verdict: supported (the text says so)" in text
     assert "2. C is D.\n   verdict: unsupported" in text
     assert "Missing: who Mira Holt works with" in text
+    # a critique that numbers the statements from 0 is read that way
+    from_zero = Critique.model_validate({**REJECT, "checks": [{"index": 0, "verdict": "unsupported"}]})
+    text = format_critique(Knowledge(statements=["A is B.", "C is D."]), from_zero)
+    assert "1. A is B.\n   verdict: unsupported" in text and "2. C is D.\n   verdict: not judged" in text
+    assert checks_by_number(from_zero)[1].verdict == "unsupported"
+    assert set(checks_by_number(Critique.model_validate(REJECT))) == {1, 2}
 
 
 async def test_generate_only_makes_one_call(scripted, tool_answer, posts: list[Post]) -> None:
@@ -124,6 +131,62 @@ async def test_reflection_revises_then_stops_when_accepted(scripted, tool_answer
     assert "verdict: unsupported" in _human(model.seen[2])
     assert "1. Mira Holt is a singer from Port Avery." in _human(model.seen[3])
     assert result.usage.calls == 4 and result.usage.input_tokens == 400
+
+
+async def test_dropping_keeps_what_the_critique_does_not_mark_unsupported(
+    scripted, tool_answer, posts: list[Post]
+) -> None:
+    three = {"statements": ["Mira Holt is a singer.", "Port Avery is a town.", "Mira Holt lives on the moon."]}
+    first = {
+        "checks": [{"index": 1, "verdict": "supported"}, {"index": 3, "verdict": "unsupported"}],
+        "accept": False,
+    }
+    second = {"checks": [{"index": 2, "verdict": "unsupported"}], "accept": False}
+    model = scripted(
+        tool_answer("Knowledge", three),
+        tool_answer("Critique", first),
+        tool_answer("Critique", second),
+        tool_answer("Critique", ACCEPT),
+    )
+    chain = KnowledgeChain(model, rounds=3, reflection="drop_unsupported")
+    result = await chain.ainvoke(posts[0])
+    # No revise call: each round is one critique of what is left, renumbered
+    assert [(s.stage, s.round) for s in result.steps] == [
+        ("generate", 0),
+        ("critique", 1),
+        ("critique", 2),
+        ("critique", 3),
+    ]
+    assert "1. Mira Holt is a singer.\n2. Port Avery is a town." in _human(model.seen[2])
+    assert "moon" not in _human(model.seen[2])
+    assert "1. Mira Holt is a singer." in _human(model.seen[3]) and "Port Avery" not in _human(model.seen[3])
+    # statement 2, not judged in round 1, was kept then; round 2 dropped it; round 3 accepted the rest
+    assert result.knowledge == ["Mira Holt is a singer."]
+    assert result.accepted is True
+    assert chain.fingerprint != KnowledgeChain(model, rounds=3).fingerprint
+
+
+async def test_dropping_ends_when_nothing_is_dropped_or_nothing_is_left(
+    scripted, tool_answer, posts: list[Post]
+) -> None:
+    keeps = {"checks": [{"index": 1, "verdict": "plausible"}], "accept": False}
+    model = scripted(tool_answer("Knowledge", GENERATED), tool_answer("Critique", keeps))
+    result = await KnowledgeChain(model, rounds=3, reflection="drop_unsupported").ainvoke(posts[0])
+    assert len(model.seen) == 2  # the same statements again would get the same critique
+    assert result.knowledge == ["Mira Holt is a singer.", "Port Avery is a town."]
+    drops_all = {"checks": [{"index": 1, "verdict": "unsupported"}, {"index": 2, "verdict": "unsupported"}]}
+    model = scripted(tool_answer("Knowledge", GENERATED), tool_answer("Critique", {**drops_all, "accept": False}))
+    result = await KnowledgeChain(model, rounds=3, reflection="drop_unsupported").ainvoke(posts[0])
+    assert len(model.seen) == 2
+    assert result.knowledge == []
+    # an accepting critique still has its unsupported statements dropped, and ends the chain
+    contradicts = {"checks": [{"index": 2, "verdict": "unsupported"}], "accept": True}
+    model = scripted(tool_answer("Knowledge", GENERATED), tool_answer("Critique", contradicts))
+    result = await KnowledgeChain(model, rounds=3, reflection="drop_unsupported").ainvoke(posts[0])
+    assert len(model.seen) == 2
+    assert (result.knowledge, result.accepted) == (["Mira Holt is a singer."], True)
+    with pytest.raises(ValueError, match="reflection must be one of"):
+        KnowledgeChain(model, reflection="rewrite")  # type: ignore[arg-type]
 
 
 async def test_a_bad_answer_is_reasked_once(scripted, tool_answer, posts: list[Post]) -> None:

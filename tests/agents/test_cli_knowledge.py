@@ -46,6 +46,22 @@ def test_build_then_show(knowledge_build_args, server: LoopbackServer, split_dir
     assert json.loads(summary.output)["results"] == 21
 
 
+def test_a_build_that_drops_unsupported_statements_makes_no_revise_call(
+    knowledge_build_args, server: LoopbackServer, split_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ("--rounds", "2", "--reflection", "drop_unsupported")
+    result = runner.invoke(app, knowledge_build_args(split_dir / "val.json", out, server, *args))
+    assert result.exit_code == 0, result.output
+    usage = json.loads((out / "knowledge_report.json").read_text())["usage"]
+    # the server judges both statements supported or plausible: one critique, nothing dropped, no second round
+    assert (usage["generate"]["calls"], usage["critique"]["calls"], usage["revise"]["calls"]) == (21, 21, 0)
+    assert all(len(p.knowledge) == 2 for p in read_kecpm(out / "val_ofa_knowledge.json"))
+    assert json.loads((out / "manifest.json").read_text())["config"]["reflection"] == "drop_unsupported"
+    wrong = runner.invoke(app, knowledge_build_args(split_dir / "val.json", out, server, "--reflection", "rewrite"))
+    assert wrong.exit_code == 2 and "rewrite" in wrong.output
+
+
 def test_failures_exit_non_zero_and_only_failed_retries_them(
     knowledge_build_args, server: LoopbackServer, split_dir: Path, tmp_path: Path
 ) -> None:

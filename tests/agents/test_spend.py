@@ -186,6 +186,9 @@ def test_later_calls_follow_the_rounds() -> None:
     assert _later_calls("critique", 1, 1, 0.5) == [("revise", 1, 0.5)]
     assert _later_calls("revise", 1, 2, 0.5) == [("critique", 2, 1.0), ("revise", 2, 0.5)]
     assert _later_calls("generate", 0, 0, None) == []
+    # dropping what the critique marks unsupported: a round is its critique alone
+    assert _later_calls("generate", 0, 2, 0.5, revise=False) == [("critique", 1, 1.0), ("critique", 2, 0.5)]
+    assert _later_calls("critique", 1, 2, 0.5, revise=False) == [("critique", 2, 0.5)]
 
 
 async def test_a_server_counting_more_than_reserved_raises_later_reservations() -> None:
