@@ -85,6 +85,12 @@ class SpanPairConfig(BaseModel):
         "only through its context mention; a template message that mixes knowledge with other parts is "
         "isolated whole",
     )
+    knowledge_gate: bool = Field(
+        default=False,
+        description="a learned gate per knowledge sentence, from the mean of its word embeddings: every token's "
+        "attention to the sentence and the context mentions inside it are scaled by it (starting near 1), so the "
+        "model can learn to turn down the kinds of statement that do not help",
+    )
     knowledge_free_weight: float = Field(
         default=0.0,
         ge=0,

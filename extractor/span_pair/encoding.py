@@ -206,7 +206,8 @@ class InputEncoder:
         spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + self.config.max_span_width) + 1)]
         config = self.config
         wanted = config.context_mentions or config.context_comentions or config.mention_shapes
-        context_index = ContextIndex(contexts if wanted else [], shapes=config.mention_shapes)
+        # the knowledge gate needs the context's sentences, not the mentions
+        context_index = ContextIndex(contexts if wanted or config.knowledge_gate else [], shapes=config.mention_shapes)
         found = context_index.span_mentions(assembled.words, spans) if wanted else []
         mentions = [m.first for m in found] if config.context_mentions else []
         sentence_sets = [m.sentences for m in found] if config.context_comentions else []
@@ -260,11 +261,14 @@ class InputEncoder:
         batch, first, last, width, labels, offsets = [], [], [], [], [], []
         mention_start, mention_end, shapes, mention_shapes = [], [], [], []
         isolated: list[tuple[int, int]] = []
+        gated: list[tuple[int, int, int]] = []  # (example, first token, end) of each knowledge sentence
         for b, e in enumerate(examples):
             ids[b, : len(e.ids)] = torch.tensor(e.ids)
             mask[b, : len(e.ids)] = 1
             if self.config.knowledge_isolation and e.knowledge_start is not None:
                 isolated.append((b, e.knowledge_start))
+            if self.config.knowledge_gate and e.knowledge_start is not None:
+                gated += [(b, start, end) for start, end in e.sentences if start >= e.knowledge_start]
             types[b, : len(e.ids)] = torch.tensor(e.type_ids)
             offsets.append(len(batch))
             for i, j in e.spans:
@@ -290,6 +294,7 @@ class InputEncoder:
             "mention_end": torch.tensor(mention_end, dtype=torch.long),
             "shapes": torch.tensor(shapes, dtype=torch.long).reshape(-1, 4),
             "mention_shapes": torch.tensor(mention_shapes, dtype=torch.long),
+            "gated": torch.tensor(gated, dtype=torch.long).reshape(-1, 3),
             "offsets": offsets,
         }
 

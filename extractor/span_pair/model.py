@@ -249,8 +249,9 @@ class SpanPairExtractor(Extractor):
                 for e, drop in zip(examples, drawn, strict=True)
             ]
         t = self.inputs.batch(examples)
-        hidden = self.network.encode(t["ids"], t["mask"], t["types"])
-        vectors = self.network.spans(hidden, t)
+        gate = self.network.token_gate(t)
+        hidden = self.network.encode(t["ids"], t["mask"], t["types"], gate)
+        vectors = self.network.spans(hidden, t, gate)
         span_logits = self.network.span_head(vectors)
         span_weight = torch.ones(1 + len(ENTITY_TYPES))
         span_weight[0] = self.config.span_none_weight
@@ -374,9 +375,10 @@ class SpanPairExtractor(Extractor):
         """The encoder's hidden states, the span vectors and the span probabilities of a batch."""
         t = self.inputs.batch(examples)
         with encoder_precision(self.config.inference_precision):
-            hidden = self.network.encode(t["ids"], t["mask"], t["types"])
+            gate = self.network.token_gate(t)
+            hidden = self.network.encode(t["ids"], t["mask"], t["types"], gate)
         hidden = hidden.float()  # the heads (small) and the prefix sums of range_mean stay in float32
-        vectors = self.network.spans(hidden, t)
+        vectors = self.network.spans(hidden, t, gate)
         return _SpanReading(t, hidden, vectors, self.network.span_head(vectors).softmax(-1))
 
     def _pair_probs(

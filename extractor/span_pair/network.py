@@ -18,8 +18,9 @@ __all__ = ["SpanPairNetwork"]
 
 
 class SpanPairNetwork(nn.Module):
-    """Span vectors (first and last subword, width, optionally the span's first context mention, the
-    shapes of its edge words and neighbours and how the context writes it) are
+    """Span vectors (first and last subword, width, optionally the span's first context mention, scaled
+    by a learned gate per knowledge sentence, the shapes of its edge words and neighbours and how the
+    context writes it) are
     classified into none or a type; pairs of projected span vectors (with their product, [CLS], their
     distance, optionally the first context sentence naming both) into no relation or a relation.
 
@@ -66,21 +67,53 @@ class SpanPairNetwork(nn.Module):
             self.shape = nn.Embedding(len(SHAPES), config.width_embedding)
         if config.mention_shapes:
             self.mention_shape = nn.Embedding(len(MENTION_SHAPES), config.width_embedding)
+        if config.knowledge_gate:
+            self.gate = nn.Linear(size, 1)
+            # starts open (sigmoid(4) = 0.98) and the same for every sentence: the model first reads the
+            # knowledge as without the gate, and learns which sentences to turn down
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, 4.0)
 
-    def encode(self, ids: Any, mask: Any, type_ids: Any) -> Any:
-        """The encoder's last hidden states of a padded batch."""
+    def token_gate(self, t: dict[str, Any]) -> Any:
+        """With ``knowledge_gate``, the log of each token's gate in the batch ``t`` (``(batch, length)``, 0 outside
+        the knowledge sentences); else None. From the word embeddings alone, so the encoder runs once."""
+        if not self.config.knowledge_gate:
+            return None
+        ids, (batch, start, end) = t["ids"], t["gated"].unbind(-1)
+        words = self.encoder.get_input_embeddings()(ids).float()
+        log_gate = nn.functional.logsigmoid(self.gate(range_mean(words, batch, start, end)).float()).squeeze(-1)
+        # each sentence's value added over its tokens: +at its start, -at its end, summed along the input
+        steps = words.new_zeros(ids.shape[0], ids.shape[1] + 1)
+        steps = steps.index_put((batch, start), log_gate, accumulate=True).index_put(
+            (batch, end), -log_gate, accumulate=True
+        )
+        return steps.cumsum(1)[:, :-1]
+
+    def encode(self, ids: Any, mask: Any, type_ids: Any, gate: Any = None) -> Any:
+        """The encoder's last hidden states of a padded batch; ``gate`` (:meth:`token_gate`) is added to the
+        attention logits of every query to each key, so a gated sentence gets that share of attention."""
+        if gate is not None:
+            if mask.dim() == 2:
+                mask = mask.new_zeros(mask.shape, dtype=torch.float32).masked_fill(
+                    mask == 0, torch.finfo(torch.float32).min
+                )[:, None, None, :]
+            mask = mask + gate[:, None, None, :]
         kwargs = {"input_ids": ids, "attention_mask": mask}
         if type_ids is not None:
             kwargs["token_type_ids"] = type_ids
         return self.encoder(**kwargs).last_hidden_state
 
-    def spans(self, hidden: Any, t: dict[str, Any]) -> Any:
-        """The vector of every span of the batch (``t``: the span inputs of :meth:`InputEncoder.batch`)."""
+    def spans(self, hidden: Any, t: dict[str, Any], gate: Any = None) -> Any:
+        """The vector of every span of the batch (``t``: the span inputs of :meth:`InputEncoder.batch`;
+        ``gate``: :meth:`token_gate`, which scales a context mention by its sentence's gate)."""
         batch = t["batch"]
         parts = [hidden[batch, t["first"]], hidden[batch, t["last"]], self.width(t["width"])]
         if self.config.context_mentions:
             start, end = t["mention_start"], t["mention_end"]
-            parts += [range_mean(hidden, batch, start, end), self.mentioned((end > start).long())]
+            mention = range_mean(hidden, batch, start, end)
+            if gate is not None:
+                mention = mention * range_mean(gate.exp().unsqueeze(-1), batch, start, end)
+            parts += [mention, self.mentioned((end > start).long())]
         if self.config.word_shapes:
             parts.append(self.shape(t["shapes"]).flatten(1))
         if self.config.mention_shapes:

@@ -234,6 +234,46 @@ def test_knowledge_dropout_trains_on_both_readings_of_a_post(tiny_encoder, synth
     assert again.predict(val) == model.predict(val)  # the draws follow fit's seed
 
 
+def test_a_knowledge_gate_learns_and_turns_down_its_sentences(tiny_encoder, synthetic_split, scorer, tmp_path):
+    import torch
+
+    train, val = synthetic_split
+    config = SpanPairConfig(encoder=str(tiny_encoder), hidden_size=32, max_length=96, knowledge_gate=True)
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    assert model.network.gate.weight.abs().sum() > 0  # it learned from the loss (it starts at 0)
+    model.network.eval()
+    examples = model._examples(val[:3])
+    t = model.inputs.batch(examples)
+    knowledge = torch.zeros(t["ids"].shape, dtype=torch.bool)
+    for b, start, end in t["gated"].tolist():
+        assert start >= examples[b].knowledge_start
+        knowledge[b, start:end] = True
+    assert knowledge.any()
+    with torch.no_grad():
+        gate = model.network.token_gate(t)
+        assert (gate[~knowledge] == 0).all() and (gate[knowledge] < 0).all()
+        # a gate shut hard reads as if the knowledge sentences were masked out of the attention
+        model.network.gate.bias.fill_(-1e4)
+        shut = model.network.token_gate(t)
+        hidden = model.network.encode(t["ids"], t["mask"], t["types"], shut)
+        masked = model.network.encode(t["ids"], t["mask"] * ~knowledge, t["types"])
+        assert torch.allclose(hidden[~knowledge], masked[~knowledge], atol=1e-4)
+        # and the context mentions inside them count for nothing
+        vectors = model.network.spans(hidden, t, shut)
+        size = model.network.encoder.config.hidden_size
+        mention = vectors[:, 2 * size + config.width_embedding : 3 * size + config.width_embedding]
+        inside = knowledge[t["batch"], t["mention_start"]] & (t["mention_end"] > t["mention_start"])
+        assert inside.any() and mention[inside].abs().max() < 1e-6
+        assert mention[~inside & (t["mention_end"] > t["mention_start"])].abs().sum() > 0
+    model = SpanPairExtractor(config)
+    model.fit(train[:8], val[:4], scorer=scorer, config=TrainConfig(epochs=1), progress=False)
+    loaded = load_extractor(model.save(tmp_path / "gated"))
+    assert loaded.config.knowledge_gate is True
+    assert torch.equal(loaded.network.gate.weight, model.network.gate.weight)
+    assert loaded.predict(val) == model.predict(val)
+
+
 def test_knowledge_isolation_keeps_the_post_s_vectors_those_of_the_input_without_knowledge(
     tiny_encoder, synthetic_split, scorer, tmp_path
 ):
