@@ -29,6 +29,7 @@ __all__ = [
     "EncodedPost",
     "InputEncoder",
     "Mention",
+    "additive_mask",
     "distance",
     "overlap",
     "pair_rows",
@@ -321,11 +322,18 @@ def isolation_mask(mask: Any, isolated: Sequence[tuple[int, int]]) -> Any:
     """The additive attention mask ``(batch, 1, query, key)`` of a padded batch in which, for each ``(b,
     start)``, the tokens of example ``b`` before ``start`` see only each other (what ``knowledge_isolation``
     needs); the other examples see their whole input. A 4-D float mask works with every attention kernel."""
-    import torch
 
     visible = mask.bool()[:, None, None, :].repeat(1, 1, mask.shape[1], 1)
     for b, start in isolated:
         visible[b, 0, :start, start:] = False
+    return additive_mask(visible)
+
+
+def additive_mask(visible: Any) -> Any:
+    """The additive float32 attention mask of a boolean one: 0 where a key is visible, the float32 minimum
+    where it is not (so other additive terms, such as a gate's, can be summed onto it)."""
+    import torch
+
     return torch.zeros(visible.shape).masked_fill(~visible, torch.finfo(torch.float32).min)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ...labels import ENTITY_TYPES, RELATIONS
 from .config import SpanPairConfig
-from .encoding import DISTANCE_BUCKETS, MENTION_SHAPES, SHAPES
+from .encoding import DISTANCE_BUCKETS, MENTION_SHAPES, SHAPES, additive_mask
 
 __all__ = ["SpanPairNetwork"]
 
@@ -94,9 +94,7 @@ class SpanPairNetwork(nn.Module):
         attention logits of every query to each key, so a gated sentence gets that share of attention."""
         if gate is not None:
             if mask.dim() == 2:
-                mask = mask.new_zeros(mask.shape, dtype=torch.float32).masked_fill(
-                    mask == 0, torch.finfo(torch.float32).min
-                )[:, None, None, :]
+                mask = additive_mask(mask.bool()[:, None, None, :])
             mask = mask + gate[:, None, None, :]
         kwargs = {"input_ids": ids, "attention_mask": mask}
         if type_ids is not None:
